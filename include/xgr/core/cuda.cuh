@@ -1,0 +1,197 @@
+// xgr/core/cuda.cuh — the CUDA half of the core: error checking, device memory, streams, events.
+//
+// Include only from CUDA translation units (.cu). Every CUDA runtime call xgr makes goes through
+// XGR_CUDA_CHECK, so a failure anywhere surfaces as one `xgr::Error` naming the call, the CUDA
+// error and the source location, never as a silently ignored status code.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "xgr/core/error.hpp"
+#include "xgr/core/exec.hpp"
+#include "xgr/core/memory.hpp"
+
+namespace xgr {
+namespace detail {
+
+inline void cuda_check(cudaError_t status, const char* expression, const char* file, int line) {
+  if (status == cudaSuccess) return;
+  // Non-sticky errors (a failed allocation, a bad launch configuration) would otherwise be
+  // reported again by the next unrelated cudaGetLastError(); consume them here.
+  (void)cudaGetLastError();
+  throw Error(ErrorKind::cuda, std::string(expression) + " at " + file + ":" + std::to_string(line),
+              std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status));
+}
+
+}  // namespace detail
+}  // namespace xgr
+
+// Turns a failed CUDA runtime call into xgr::Error(kind = cuda).
+#define XGR_CUDA_CHECK(expression) ::xgr::detail::cuda_check((expression), #expression, __FILE__, __LINE__)
+
+// Checks the launch that just happened (configuration errors surface only through the last error).
+#define XGR_CUDA_CHECK_LAUNCH() ::xgr::detail::cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+namespace xgr {
+
+template <>
+struct SpaceAllocator<MemorySpace::device> {
+  static void* allocate(std::size_t bytes) {
+    void* pointer = nullptr;
+    const cudaError_t status = cudaMalloc(&pointer, bytes);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw Error(status == cudaErrorMemoryAllocation ? ErrorKind::out_of_memory : ErrorKind::cuda,
+                  "cudaMalloc of " + std::to_string(bytes) + " bytes",
+                  std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status));
+    }
+    return pointer;
+  }
+  // Frees never throw: a destructor may run during unwinding from an earlier CUDA error.
+  static void deallocate(void* pointer) noexcept { (void)cudaFree(pointer); }
+};
+
+template <>
+struct SpaceAllocator<MemorySpace::pinned> {
+  static void* allocate(std::size_t bytes) {
+    void* pointer = nullptr;
+    const cudaError_t status = cudaMallocHost(&pointer, bytes);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw Error(status == cudaErrorMemoryAllocation ? ErrorKind::out_of_memory : ErrorKind::cuda,
+                  "cudaMallocHost of " + std::to_string(bytes) + " bytes",
+                  std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status));
+    }
+    return pointer;
+  }
+  static void deallocate(void* pointer) noexcept { (void)cudaFreeHost(pointer); }
+};
+
+// Number of usable CUDA devices; 0 (not an error) where there is no device or no driver, so that
+// callers can fall back to the host path or skip.
+[[nodiscard]] inline int cuda_device_count() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+// RAII CUDA stream. Non-blocking by default: xgr never relies on implicit legacy-stream sync.
+class Stream {
+ public:
+  explicit Stream(unsigned flags = cudaStreamNonBlocking, int priority = 0) {
+    XGR_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, flags, priority));
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  Stream(Stream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
+  Stream& operator=(Stream&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      stream_ = std::exchange(other.stream_, nullptr);
+    }
+    return *this;
+  }
+  ~Stream() { destroy(); }
+
+  [[nodiscard]] cudaStream_t get() const noexcept { return stream_; }
+  [[nodiscard]] exec::cuda exec() const noexcept { return exec::cuda{stream_}; }
+  void synchronize() const { XGR_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  void destroy() noexcept {
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    stream_ = nullptr;
+  }
+  cudaStream_t stream_ = nullptr;
+};
+
+// RAII CUDA event. Timing is on by default (it is what benchmarks need); pass
+// cudaEventDisableTiming for pure dependency edges, which are cheaper to record and wait on.
+class Event {
+ public:
+  explicit Event(unsigned flags = cudaEventDefault) { XGR_CUDA_CHECK(cudaEventCreateWithFlags(&event_, flags)); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  Event(Event&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+  Event& operator=(Event&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      event_ = std::exchange(other.event_, nullptr);
+    }
+    return *this;
+  }
+  ~Event() { destroy(); }
+
+  [[nodiscard]] cudaEvent_t get() const noexcept { return event_; }
+  void record(cudaStream_t stream) { XGR_CUDA_CHECK(cudaEventRecord(event_, stream)); }
+  void synchronize() const { XGR_CUDA_CHECK(cudaEventSynchronize(event_)); }
+  // True when all work captured by the last record() has completed.
+  [[nodiscard]] bool ready() const {
+    const cudaError_t status = cudaEventQuery(event_);
+    if (status == cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    XGR_CUDA_CHECK(status);
+    return true;
+  }
+  // Makes `stream` wait (on the device, without blocking the host) for this event.
+  void wait_on(cudaStream_t stream) const { XGR_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0)); }
+
+  // Milliseconds between two recorded, completed events.
+  [[nodiscard]] static float elapsed_ms(const Event& start, const Event& stop) {
+    float ms = 0.0f;
+    XGR_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, stop.event_));
+    return ms;
+  }
+
+ private:
+  void destroy() noexcept {
+    if (event_ != nullptr) (void)cudaEventDestroy(event_);
+    event_ = nullptr;
+  }
+  cudaEvent_t event_ = nullptr;
+};
+
+// Asynchronous copy between any two spans of equal size (host, pinned or device); cudaMemcpyDefault
+// lets unified addressing pick the direction. Pageable host memory makes the copy synchronous
+// with respect to the host: use pinned buffers on hot paths.
+template <class T>
+void copy_async(std::span<T> destination, std::span<const T> source, cudaStream_t stream) {
+  require_argument(destination.size() == source.size(), "copy_async",
+                   "destination holds " + std::to_string(destination.size()) + " elements, source " +
+                       std::to_string(source.size()));
+  if (source.empty()) return;
+  XGR_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), source.size_bytes(), cudaMemcpyDefault, stream));
+}
+
+template <class T>
+void copy_async(std::span<T> destination, std::span<T> source, cudaStream_t stream) {
+  copy_async(destination, std::span<const T>(source), stream);
+}
+
+// Copies a host span into a new device buffer and waits for it: for set-up and tests, not hot paths.
+template <class T>
+[[nodiscard]] DeviceBuffer<T> to_device(std::span<const T> host) {
+  DeviceBuffer<T> device(host.size());
+  if (!host.empty()) XGR_CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+  return device;
+}
+
+// Copies a device span into a new host buffer and waits for it: for set-up and tests, not hot paths.
+template <class T>
+[[nodiscard]] HostBuffer<T> to_host(std::span<const T> device) {
+  HostBuffer<T> host(device.size());
+  if (!device.empty()) XGR_CUDA_CHECK(cudaMemcpy(host.data(), device.data(), device.size_bytes(), cudaMemcpyDeviceToHost));
+  return host;
+}
+
+}  // namespace xgr

@@ -1,0 +1,5 @@
+// xgr/xgr.cuh — umbrella header for CUDA translation units: the host part plus device code.
+#pragma once
+
+#include "xgr/xgr.hpp"
+#include "xgr/core/cuda.cuh"

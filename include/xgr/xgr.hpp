@@ -1,0 +1,10 @@
+// xgr/xgr.hpp — umbrella header for the host part of xgr (plain C++20, no CUDA headers).
+#pragma once
+
+#include "xgr/core/config.hpp"
+#include "xgr/core/dtype.hpp"
+#include "xgr/core/error.hpp"
+#include "xgr/core/exec.hpp"
+#include "xgr/core/memory.hpp"
+#include "xgr/core/view.hpp"
+#include "xgr/core/workspace.hpp"
