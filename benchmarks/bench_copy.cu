@@ -16,7 +16,7 @@ void BM_DeviceCopy(benchmark::State& state) {
   timer.run(state, [&](cudaStream_t stream) {
     XGR_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyDeviceToDevice, stream));
   });
-  xgr::bench::report_floor(state, 2.0 * static_cast<double>(bytes));
+  xgr::bench::report_floor(state, timer, 2.0 * static_cast<double>(bytes));
 }
 
 }  // namespace

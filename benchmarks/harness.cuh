@@ -11,8 +11,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
+#include <vector>
 
 #include "xgr/core/cuda.cuh"
 
@@ -45,39 +47,53 @@ inline double copy_bandwidth_bytes_per_s() {
   return bandwidth;
 }
 
-// Times `body(stream)` once per benchmark iteration with events on a private stream.
+// Times `body(stream)` once per benchmark iteration with events on a private stream, and keeps the
+// per-iteration times so that rows can report the median (robust against the odd slow iteration).
 class CudaTimer {
  public:
   template <class Body>
   void run(benchmark::State& state, Body&& body) {
     for (int warmup = 0; warmup < 3; ++warmup) body(stream_.get());
     XGR_CUDA_CHECK_LAUNCH();
+    times_s_.clear();
+    times_s_.reserve(static_cast<std::size_t>(state.max_iterations));
     for (auto _ : state) {
       start_.record(stream_.get());
       body(stream_.get());
       stop_.record(stream_.get());
       stop_.synchronize();
-      state.SetIterationTime(static_cast<double>(Event::elapsed_ms(start_, stop_)) * 1e-3);
+      const double seconds = static_cast<double>(Event::elapsed_ms(start_, stop_)) * 1e-3;
+      state.SetIterationTime(seconds);
+      times_s_.push_back(seconds);
     }
     XGR_CUDA_CHECK_LAUNCH();
   }
+
   [[nodiscard]] cudaStream_t stream() const noexcept { return stream_.get(); }
+
+  [[nodiscard]] double median_s() const {
+    if (times_s_.empty()) return 0.0;
+    std::vector<double> sorted = times_s_;
+    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2), sorted.end());
+    return sorted[sorted.size() / 2];
+  }
 
  private:
   Stream stream_;
   Event start_;
   Event stop_;
+  std::vector<double> times_s_;
 };
 
-// Adds floor_us (bytes at the measured copy bandwidth), x_floor (measured / floor) and the
-// achieved bandwidth to a benchmark's row. Call after the timing loop.
-inline void report_floor(benchmark::State& state, double bytes_moved) {
+// Adds the row's median time, its floor (the bytes the operation must move, at the copy bandwidth
+// measured on this device), their ratio and the achieved bandwidth. Call after timer.run().
+inline void report_floor(benchmark::State& state, const CudaTimer& timer, double bytes_moved) {
+  const double median_s = timer.median_s();
   const double floor_s = bytes_moved / copy_bandwidth_bytes_per_s();
-  state.counters["floor_us"] = benchmark::Counter(floor_s * 1e6);
-  // floor * iterations / total time = floor / mean time; inverted: mean time / floor.
-  state.counters["x_floor"] =
-      benchmark::Counter(floor_s, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
-  state.counters["GB/s"] = benchmark::Counter(bytes_moved * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["median_us"] = median_s * 1e6;
+  state.counters["floor_us"] = floor_s * 1e6;
+  state.counters["x_floor"] = median_s > 0 ? median_s / floor_s : 0.0;
+  state.counters["GB/s"] = median_s > 0 ? bytes_moved / median_s * 1e-9 : 0.0;
 }
 
 }  // namespace xgr::bench
