@@ -85,6 +85,25 @@ class CudaTimer {
   std::vector<double> times_s_;
 };
 
+// Median time of `repeats` event-timed runs of `body(stream)` after one warm-up: for baselines
+// measured inside another benchmark's row.
+template <class Body>
+double time_median_s(cudaStream_t stream, int repeats, Body&& body) {
+  Event start;
+  Event stop;
+  body(stream);
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    start.record(stream);
+    body(stream);
+    stop.record(stream);
+    stop.synchronize();
+    times.push_back(static_cast<double>(Event::elapsed_ms(start, stop)) * 1e-3);
+  }
+  std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2), times.end());
+  return times[times.size() / 2];
+}
+
 // Adds the row's median time, its floor (the bytes the operation must move, at the copy bandwidth
 // measured on this device), their ratio and the achieved bandwidth. Call after timer.run().
 inline void report_floor(benchmark::State& state, const CudaTimer& timer, double bytes_moved) {

@@ -1,0 +1,747 @@
+// xgr/topk/cuda.cuh — MaskedTopK on the GPU (see topk.hpp for the contract, host.hpp for the
+// reference, docs/topk.md for the algorithm and its bounds).
+//
+// Default policy, EarlyExit, in three launches batched over every group of the call:
+//
+//   1. sample_bound   one block per group reads an evenly spread sample of the group's candidates
+//                     (32-byte chunks, so no sector is half used) and radix-selects the sample's
+//                     exact k-th largest key. The sample's k best are real candidates, so the
+//                     group's k-th key is at least that: a lower bound, never an estimate.
+//   2. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
+//                     below its group's bound cannot be in the top k and is dropped in registers;
+//                     rows whose score bound (optional) is below it are not read at all. Survivors
+//                     are appended to a per-group buffer with one atomic per warp.
+//   3. select         one block per group radix-selects the exact k-th key among the survivors
+//                     (in shared memory when they fit), gathers the k winners and sorts them.
+//
+// Expected survivors are about k x (group size / sample size); if a group's survivors overflow
+// their buffer (adversarial orderings), step 3 falls back to selecting over the group's input
+// directly: slower, still exact.
+#pragma once
+
+#include <cub/block/block_radix_sort.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "xgr/core/cuda.cuh"
+#include "xgr/core/workspace.hpp"
+#include "xgr/topk/keys.hpp"
+#include "xgr/topk/policies.hpp"
+#include "xgr/topk/topk.hpp"
+
+namespace xgr {
+namespace topk::cuda_detail {
+
+// ---- tuning ------------------------------------------------------------------------------------
+inline constexpr int sample_threads = 512;
+inline constexpr int samples_per_thread = 32;  // keys held in registers by each sampling thread
+inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
+inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
+inline constexpr int filter_threads = 256;
+inline constexpr int filter_elements_per_thread = 16;
+inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
+inline constexpr int select_threads = 1024;
+inline constexpr std::size_t select_smem_keys = 16384;  // survivors staged in shared memory (128 KiB)
+inline constexpr int radix_bits = 8;
+inline constexpr int radix_bins = 1 << radix_bits;
+
+// ---- the problem as kernels see it ----------------------------------------------------------
+template <class T>
+struct DeviceProblem {
+  const T* scores;
+  std::size_t row_stride;
+  std::uint32_t rows;
+  std::uint32_t vocab;
+  std::uint32_t k;
+  std::uint32_t groups;
+  const std::uint32_t* group_offsets;  // null: uniform groups of rows_per_group
+  std::uint32_t rows_per_group;
+  const float* row_offsets;
+  const float* row_bounds;
+  MaskKind mask;
+  const std::uint32_t* mask_bits;
+  std::size_t mask_row_words;
+  const std::uint32_t* row_ptr;
+  const std::uint32_t* columns;
+
+  __device__ std::uint32_t group_begin(std::uint32_t group) const {
+    const std::uint32_t row = group_offsets != nullptr ? group_offsets[group] : group * rows_per_group;
+    return row < rows ? row : rows;
+  }
+  __device__ std::uint32_t group_end(std::uint32_t group) const {
+    const std::uint32_t begin = group_begin(group);
+    const std::uint32_t end = group_begin(group + 1);
+    return end > begin ? end : begin;
+  }
+  // The group owning `row`, or `groups` when no group does.
+  __device__ std::uint32_t group_of_row(std::uint32_t row) const {
+    if (group_offsets == nullptr) return row / rows_per_group;
+    std::uint32_t low = 0;
+    std::uint32_t high = groups;  // invariant: answer in [low, high)
+    while (high - low > 1) {
+      const std::uint32_t middle = (low + high) / 2;
+      if (group_offsets[middle] <= row) low = middle; else high = middle;
+    }
+    return (group_offsets[low] <= row && row < group_offsets[low + 1]) ? low : groups;
+  }
+  __device__ float offset(std::uint32_t row) const { return row_offsets != nullptr ? row_offsets[row] : 0.0f; }
+  __device__ bool bit_allows(std::uint32_t row, std::uint32_t column) const {
+    return (mask_bits[row * mask_row_words + column / 32] >> (column % 32)) & 1u;
+  }
+  // Candidate positions of a row: its columns, or its sparse entries.
+  __device__ std::uint32_t row_length(std::uint32_t row) const {
+    return mask == MaskKind::sparse ? row_ptr[row + 1] - row_ptr[row] : vocab;
+  }
+  // Key of position `position` of `row` (group starting at `first_row`), or no_candidate.
+  __device__ CandidateKey key_at(std::uint32_t row, std::uint32_t position, std::uint32_t first_row) const {
+    std::uint32_t column = position;
+    if (mask == MaskKind::sparse) {
+      column = columns[row_ptr[row] + position];
+      if (column >= vocab) return no_candidate;  // malformed input never reads out of bounds
+    } else if (mask == MaskKind::bitset && !bit_allows(row, column)) {
+      return no_candidate;
+    }
+    const float score = to_float(scores[row * row_stride + column]) + offset(row);
+    return candidate_key(score, (row - first_row) * vocab + column);
+  }
+  __device__ static CandidateKey candidate_key(float score, std::uint32_t flat_index) {
+    return is_selectable(score) ? make_key(score, flat_index) : no_candidate;
+  }
+};
+
+// ---- block-wide radix select -------------------------------------------------------------------
+struct SelectShared {
+  std::uint32_t histogram[radix_bins];
+  std::uint32_t digit;
+  std::uint32_t above;   // keys in bins above the chosen digit
+  std::uint32_t in_bin;  // keys in the chosen bin
+  std::uint32_t too_few; // fewer than `remaining` keys in total
+};
+
+// Warp 0 finds the digit whose bin holds the remaining-th largest key.
+__device__ inline void find_digit(SelectShared& shared, std::uint32_t remaining) {
+  if (threadIdx.x >= 32) return;
+  const unsigned lane = threadIdx.x;
+  constexpr int bins_per_lane = radix_bins / 32;
+  const int top_bin = radix_bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
+  std::uint32_t lane_sum = 0;
+#pragma unroll
+  for (int i = 0; i < bins_per_lane; ++i) lane_sum += shared.histogram[top_bin - i];
+  std::uint32_t inclusive = lane_sum;
+#pragma unroll
+  for (int delta = 1; delta < 32; delta *= 2) {
+    const std::uint32_t other = __shfl_up_sync(0xffffffffu, inclusive, delta);
+    if (lane >= static_cast<unsigned>(delta)) inclusive += other;
+  }
+  const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
+  const std::uint32_t exclusive = inclusive - lane_sum;
+  const unsigned crossing = __ballot_sync(0xffffffffu, exclusive < remaining && remaining <= inclusive);
+  if (lane == 0) shared.too_few = total < remaining ? 1u : 0u;
+  if (crossing != 0 && lane == static_cast<unsigned>(__ffs(static_cast<int>(crossing)) - 1)) {
+    std::uint32_t above = exclusive;
+    for (int i = 0; i < bins_per_lane; ++i) {
+      const std::uint32_t count = shared.histogram[top_bin - i];
+      if (above + count >= remaining) {
+        shared.digit = static_cast<std::uint32_t>(top_bin - i);
+        shared.above = above;
+        shared.in_bin = count;
+        break;
+      }
+      above += count;
+    }
+  }
+}
+
+// Returns the threshold T such that exactly k of the enumerated keys are >= T, or 1 (every key)
+// when there are fewer than k. `for_each_key(f)` must call f(key) on this thread's share of the
+// keys, the same share on every call; no_candidate keys are ignored.
+template <class ForEachKey>
+__device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::uint32_t k, SelectShared& shared) {
+  CandidateKey prefix = 0;
+  std::uint32_t remaining = k;
+  for (int shift = 64 - radix_bits; shift >= 0; shift -= radix_bits) {
+    for (int bin = static_cast<int>(threadIdx.x); bin < radix_bins; bin += static_cast<int>(blockDim.x)) shared.histogram[bin] = 0;
+    __syncthreads();
+    const CandidateKey high_mask = shift + radix_bits >= 64 ? 0 : (~CandidateKey{0} << (shift + radix_bits));
+    for_each_key([&](CandidateKey key) {
+      if (key != no_candidate && (key & high_mask) == prefix) {
+        atomicAdd(&shared.histogram[(key >> shift) & (radix_bins - 1)], 1u);
+      }
+    });
+    __syncthreads();
+    find_digit(shared, remaining);
+    __syncthreads();
+    if (shared.too_few != 0) return 1;  // only possible on the first pass: fewer than k candidates
+    prefix |= static_cast<CandidateKey>(shared.digit) << shift;
+    remaining -= shared.above;
+    const bool resolved = shared.in_bin == remaining;  // every key with this prefix is selected
+    __syncthreads();                                   // everyone has read shared before it is reused
+    if (resolved) return prefix;
+  }
+  return prefix;
+}
+
+// ---- kernel 1: the bound from a sample ---------------------------------------------------------
+// Positions of a group: rows x vocab (dense, bitset) or the group's sparse entries, in row order.
+template <class T>
+__device__ CandidateKey key_at_group_position(const DeviceProblem<T>& problem, std::uint32_t first_row,
+                                              std::uint32_t end_row, std::uint64_t position) {
+  if (problem.mask != MaskKind::sparse) {
+    const auto row = first_row + static_cast<std::uint32_t>(position / problem.vocab);
+    return problem.key_at(row, static_cast<std::uint32_t>(position % problem.vocab), first_row);
+  }
+  const std::uint64_t entry = problem.row_ptr[first_row] + position;
+  std::uint32_t low = first_row;
+  std::uint32_t high = end_row;  // the row r with row_ptr[r] <= entry < row_ptr[r + 1]
+  while (high - low > 1) {
+    const std::uint32_t middle = (low + high) / 2;
+    if (problem.row_ptr[middle] <= entry) low = middle; else high = middle;
+  }
+  return problem.key_at(low, static_cast<std::uint32_t>(entry - problem.row_ptr[low]), first_row);
+}
+
+template <class T>
+__device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row) {
+  if (problem.mask == MaskKind::sparse) return problem.row_ptr[end_row] - problem.row_ptr[first_row];
+  return static_cast<std::uint64_t>(end_row - first_row) * problem.vocab;
+}
+
+template <class T>
+__global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
+                                                                       std::uint32_t* survivor_counts) {
+  __shared__ SelectShared shared;
+  const std::uint32_t group = blockIdx.x;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t end_row = problem.group_end(group);
+  const std::uint64_t positions = group_positions(problem, first_row, end_row);
+  const std::uint64_t chunks = (positions + sample_chunk - 1) / sample_chunk;
+  constexpr std::uint64_t sampled_chunks_max = max_sample / sample_chunk;
+  const std::uint64_t sampled_chunks = chunks < sampled_chunks_max ? chunks : sampled_chunks_max;
+  constexpr int chunks_per_thread = samples_per_thread / sample_chunk;
+
+  CandidateKey keys[samples_per_thread];
+#pragma unroll
+  for (int c = 0; c < chunks_per_thread; ++c) {
+    const std::uint64_t sample_index = static_cast<std::uint64_t>(c) * sample_threads + threadIdx.x;
+    // Chunks spread evenly over the group: sample i takes chunk floor(i * chunks / sampled_chunks).
+    const std::uint64_t chunk = sample_index < sampled_chunks ? sample_index * chunks / sampled_chunks : chunks;
+#pragma unroll
+    for (int i = 0; i < sample_chunk; ++i) {
+      const std::uint64_t position = chunk * sample_chunk + i;
+      keys[c * sample_chunk + i] = position < positions ? key_at_group_position(problem, first_row, end_row, position) : no_candidate;
+    }
+  }
+  const CandidateKey threshold = radix_select_threshold(
+      [&](auto&& visit) {
+#pragma unroll
+        for (int i = 0; i < samples_per_thread; ++i) visit(keys[i]);
+      },
+      problem.k, shared);
+  if (threadIdx.x == 0) {
+    bounds[group] = threshold;
+    survivor_counts[group] = 0;
+  }
+}
+
+// ---- kernel 2: the filter pass -----------------------------------------------------------------
+template <int Vector, class T>
+struct alignas(sizeof(T) * Vector) VectorOf {
+  T element[Vector];
+};
+
+// Appends this thread's `count` survivors with one atomic per warp. All lanes must call it.
+__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
+  const unsigned lane = threadIdx.x % 32;
+  std::uint32_t inclusive = count;
+#pragma unroll
+  for (int delta = 1; delta < 32; delta *= 2) {
+    const std::uint32_t other = __shfl_up_sync(0xffffffffu, inclusive, delta);
+    if (lane >= static_cast<unsigned>(delta)) inclusive += other;
+  }
+  const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
+  std::uint32_t base = 0;
+  if (lane == 31 && total != 0) base = atomicAdd(counter, total);
+  base = __shfl_sync(0xffffffffu, base, 31);
+  return base + inclusive - count;
+}
+
+template <class T>
+__device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t row, CandidateKey bound) {
+  if (problem.row_bounds == nullptr) return false;
+  const float best = problem.row_bounds[row];
+  if (best != best) return false;  // NaN bound: no information
+  const CandidateKey best_key = (static_cast<CandidateKey>(ordered_bits(best)) << 32) | 0xffffffffu;
+  return best_key < bound;
+}
+
+// Dense and bitset masks: one block per (row, tile of filter_tile columns).
+template <int Vector, class T>
+__global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProblem<T> problem, std::uint32_t tiles_per_row,
+                                                                       const CandidateKey* bounds, std::uint32_t* survivor_counts,
+                                                                       CandidateKey* survivors, std::size_t capacity) {
+  const std::uint32_t row = blockIdx.x / tiles_per_row;
+  const std::uint32_t tile = blockIdx.x % tiles_per_row;
+  const std::uint32_t group = problem.group_of_row(row);
+  if (group >= problem.groups) return;
+  const CandidateKey bound = bounds[group];
+  if (row_cannot_reach(problem, row, bound)) return;  // early exit: the whole row is below the k-th bound
+  const std::uint32_t first_row = problem.group_begin(group);
+  const float offset = problem.offset(row);
+  const T* row_scores = problem.scores + row * problem.row_stride;
+  const std::uint32_t flat_base = (row - first_row) * problem.vocab;
+
+  constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
+  CandidateKey kept[filter_elements_per_thread];
+  std::uint32_t count = 0;
+#pragma unroll
+  for (int v = 0; v < vectors_per_thread; ++v) {
+    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+    VectorOf<Vector, T> values;
+    if (column0 + Vector <= problem.vocab) {
+      values = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
+    } else {
+#pragma unroll
+      for (int i = 0; i < Vector; ++i) values.element[i] = column0 + i < problem.vocab ? row_scores[column0 + i] : T{};
+    }
+    const std::uint32_t mask_word =
+        problem.mask == MaskKind::bitset && column0 < problem.vocab ? problem.mask_bits[row * problem.mask_row_words + column0 / 32] : ~0u;
+#pragma unroll
+    for (int i = 0; i < Vector; ++i) {
+      const std::uint32_t column = column0 + i;
+      CandidateKey key = no_candidate;
+      if (column < problem.vocab && ((mask_word >> (column % 32)) & 1u)) {
+        key = DeviceProblem<T>::candidate_key(to_float(values.element[i]) + offset, flat_base + column);
+      }
+      const bool keep = key >= bound && key != no_candidate;
+      kept[v * Vector + i] = keep ? key : no_candidate;
+      count += keep ? 1u : 0u;
+    }
+  }
+  std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
+  if (count == 0) return;
+  CandidateKey* out = survivors + group * capacity;
+#pragma unroll
+  for (int i = 0; i < filter_elements_per_thread; ++i) {
+    if (kept[i] != no_candidate) {
+      if (slot < capacity) out[slot] = kept[i];
+      ++slot;
+    }
+  }
+}
+
+// Sparse masks: one block per row, gathering the allowed columns.
+template <class T>
+__global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
+                                                                        std::uint32_t* survivor_counts, CandidateKey* survivors,
+                                                                        std::size_t capacity) {
+  const std::uint32_t row = blockIdx.x;
+  const std::uint32_t group = problem.group_of_row(row);
+  if (group >= problem.groups) return;
+  const CandidateKey bound = bounds[group];
+  if (row_cannot_reach(problem, row, bound)) return;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t length = problem.row_length(row);
+  CandidateKey* out = survivors + group * capacity;
+  for (std::uint32_t base = 0; base < length; base += filter_threads) {  // uniform trip count: whole warps reserve
+    const std::uint32_t position = base + threadIdx.x;
+    const CandidateKey key = position < length ? problem.key_at(row, position, first_row) : no_candidate;
+    const bool keep = key != no_candidate && key >= bound;
+    const std::uint32_t slot = warp_reserve(&survivor_counts[group], keep ? 1u : 0u);
+    if (keep && slot < capacity) out[slot] = key;
+  }
+}
+
+// ---- kernel 3: exact selection -----------------------------------------------------------------
+struct FinalShared {
+  SelectShared select;
+  std::uint32_t gathered;
+  typename cub::BlockRadixSort<CandidateKey, select_threads, 1>::TempStorage sort;
+  CandidateKey winners[max_topk_k];
+};
+
+// Gathers the keys >= threshold (at most k), sorts them and writes the group's results.
+template <class ForEachKey>
+__device__ void gather_sort_write(ForEachKey&& for_each_key, CandidateKey threshold, std::uint32_t k, std::uint32_t group,
+                                  FinalShared& shared, float* values, std::size_t values_stride, std::uint32_t* indices,
+                                  std::size_t indices_stride, std::uint32_t* counts) {
+  if (threadIdx.x == 0) shared.gathered = 0;
+  __syncthreads();
+  for_each_key([&](CandidateKey key) {
+    if (key != no_candidate && key >= threshold) {
+      const std::uint32_t slot = atomicAdd(&shared.gathered, 1u);
+      if (slot < k) shared.winners[slot] = key;  // exactly min(k, valid) keys qualify
+    }
+  });
+  __syncthreads();
+  const std::uint32_t gathered = shared.gathered < k ? shared.gathered : k;
+  CandidateKey item[1] = {threadIdx.x < gathered ? shared.winners[threadIdx.x] : no_candidate};
+  cub::BlockRadixSort<CandidateKey, select_threads, 1>(shared.sort).SortDescending(item);
+  // Blocked arrangement: thread t holds the t-th largest key.
+  if (threadIdx.x < k) {
+    const bool filled = threadIdx.x < gathered;
+    values[group * values_stride + threadIdx.x] = filled ? key_score(item[0]) : -__builtin_huge_valf();
+    indices[group * indices_stride + threadIdx.x] = filled ? key_index(item[0]) : empty_index;
+  }
+  if (threadIdx.x == 0) counts[group] = gathered;
+}
+
+// Every candidate of the group, straight from the input (the fallback and the NoEarlyExit baseline).
+template <class T>
+struct GroupInputKeys {
+  const DeviceProblem<T>& problem;
+  std::uint32_t first_row;
+  std::uint32_t end_row;
+  template <class Visit>
+  __device__ void operator()(Visit&& visit) const {
+    for (std::uint32_t row = first_row; row < end_row; ++row) {
+      const std::uint32_t length = problem.row_length(row);
+      for (std::uint32_t position = threadIdx.x; position < length; position += blockDim.x) {
+        visit(problem.key_at(row, position, first_row));
+      }
+    }
+  }
+};
+
+struct KeyArray {
+  const CandidateKey* keys;
+  std::uint32_t count;
+  template <class Visit>
+  __device__ void operator()(Visit&& visit) const {
+    for (std::uint32_t i = threadIdx.x; i < count; i += blockDim.x) visit(keys[i]);
+  }
+};
+
+template <class T>
+__global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T> problem, const std::uint32_t* survivor_counts,
+                                                                 const CandidateKey* survivors, std::size_t capacity,
+                                                                 bool from_input, float* values, std::size_t values_stride,
+                                                                 std::uint32_t* indices, std::size_t indices_stride,
+                                                                 std::uint32_t* counts) {
+  extern __shared__ CandidateKey staged[];  // select_smem_keys survivors
+  __shared__ FinalShared shared;
+  const std::uint32_t group = blockIdx.x;
+  const std::uint32_t survivors_found = from_input ? 0 : survivor_counts[group];
+  if (from_input || survivors_found > capacity) {
+    // No bound (baseline) or the survivors overflowed: select over the input itself.
+    const GroupInputKeys<T> input{problem, problem.group_begin(group), problem.group_end(group)};
+    const CandidateKey threshold = radix_select_threshold(input, problem.k, shared.select);
+    gather_sort_write(input, threshold, problem.k, group, shared, values, values_stride, indices, indices_stride, counts);
+    return;
+  }
+  KeyArray keys{survivors + group * capacity, survivors_found};
+  if (survivors_found <= select_smem_keys) {
+    for (std::uint32_t i = threadIdx.x; i < survivors_found; i += blockDim.x) staged[i] = keys.keys[i];
+    __syncthreads();
+    keys.keys = staged;
+  }
+  const CandidateKey threshold = radix_select_threshold(keys, problem.k, shared.select);
+  gather_sort_write(keys, threshold, problem.k, group, shared, values, values_stride, indices, indices_stride, counts);
+}
+
+// ---- FullSort baseline kernels -----------------------------------------------------------------
+// Writes every candidate position's key (no_candidate where none), group after group.
+template <class T>
+__global__ void segment_bounds_kernel(DeviceProblem<T> problem, std::size_t group_stride, std::uint32_t* segment_begin,
+                                      std::uint32_t* segment_end) {
+  for (std::uint32_t group = threadIdx.x; group < problem.groups; group += blockDim.x) {
+    const std::uint32_t rows = problem.group_end(group) - problem.group_begin(group);
+    segment_begin[group] = static_cast<std::uint32_t>(group * group_stride);
+    segment_end[group] = static_cast<std::uint32_t>(group * group_stride + static_cast<std::size_t>(rows) * problem.vocab);
+  }
+}
+
+template <class T>
+__global__ void materialize_keys_kernel(DeviceProblem<T> problem, std::size_t group_stride, CandidateKey* keys) {
+  const std::uint32_t group = blockIdx.y;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t end_row = problem.group_end(group);
+  const std::uint64_t positions = static_cast<std::uint64_t>(end_row - first_row) * problem.vocab;
+  CandidateKey* out = keys + group * group_stride;
+  for (std::uint64_t position = blockIdx.x * static_cast<std::uint64_t>(blockDim.x) + threadIdx.x; position < positions;
+       position += static_cast<std::uint64_t>(gridDim.x) * blockDim.x) {
+    const auto row = first_row + static_cast<std::uint32_t>(position / problem.vocab);
+    const auto column = static_cast<std::uint32_t>(position % problem.vocab);
+    CandidateKey key = no_candidate;
+    if (problem.mask != MaskKind::bitset || problem.bit_allows(row, column)) {
+      key = DeviceProblem<T>::candidate_key(to_float(problem.scores[row * problem.row_stride + column]) + problem.offset(row),
+                                            static_cast<std::uint32_t>(position));
+    }
+    out[position] = key;
+  }
+}
+
+// Sparse masks: scatter the allowed entries' keys into a no_candidate-filled key array.
+template <class T>
+__global__ void materialize_sparse_keys_kernel(DeviceProblem<T> problem, std::size_t group_stride, CandidateKey* keys) {
+  const std::uint32_t row = blockIdx.x;
+  const std::uint32_t group = problem.group_of_row(row);
+  if (group >= problem.groups) return;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t length = problem.row_length(row);
+  for (std::uint32_t position = threadIdx.x; position < length; position += blockDim.x) {
+    const std::uint32_t column = problem.columns[problem.row_ptr[row] + position];
+    if (column < problem.vocab) {
+      keys[group * group_stride + (row - first_row) * problem.vocab + column] = problem.key_at(row, position, first_row);
+    }
+  }
+}
+
+__global__ inline void take_sorted_kernel(const CandidateKey* sorted, std::size_t group_stride, std::uint32_t k, float* values,
+                                          std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
+                                          std::uint32_t* counts, const std::uint32_t* segment_begin, const std::uint32_t* segment_end) {
+  __shared__ std::uint32_t valid;
+  const std::uint32_t group = blockIdx.x;
+  if (threadIdx.x == 0) valid = 0;
+  __syncthreads();
+  const std::uint32_t length = segment_end[group] - segment_begin[group];
+  for (std::uint32_t slot = threadIdx.x; slot < k; slot += blockDim.x) {
+    const CandidateKey key = slot < length ? sorted[group * group_stride + slot] : no_candidate;
+    const bool filled = key != no_candidate;
+    values[group * values_stride + slot] = filled ? key_score(key) : -__builtin_huge_valf();
+    indices[group * indices_stride + slot] = filled ? key_index(key) : empty_index;
+    if (filled) atomicAdd(&valid, 1u);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) counts[group] = valid;
+}
+
+// ---- workspace layouts -------------------------------------------------------------------------
+[[nodiscard]] inline std::size_t group_candidates(const TopKLimits& limits) { return limits.max_rows_per_group * limits.max_vocab; }
+
+// Survivor buffer per group: about 4x the expected survivors (k x group / sample), at least what
+// the select kernel stages in shared memory, at most the whole group (then it cannot overflow).
+[[nodiscard]] inline std::size_t survivor_capacity(const TopKLimits& limits) {
+  const std::size_t candidates = group_candidates(limits);
+  const std::size_t sample = std::min(candidates, max_sample);
+  const std::size_t expected = limits.max_k * ((candidates + sample - 1) / sample);
+  const std::size_t wanted = std::max(select_smem_keys, std::min(4 * expected, std::size_t{1} << 21));
+  return std::min(candidates, wanted);
+}
+
+struct EarlyExitScratch {
+  CandidateKey* bounds;
+  std::uint32_t* survivor_counts;
+  CandidateKey* survivors;
+};
+
+template <class Arena>
+EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit) {
+  return {arena.template take<CandidateKey>(limits.max_groups), arena.template take<std::uint32_t>(limits.max_groups),
+          arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits))};
+}
+
+template <class Arena>
+int carve(Arena&, const TopKLimits&, NoEarlyExit) {
+  return 0;
+}
+
+struct FullSortScratch {
+  CandidateKey* keys;
+  CandidateKey* sorted;
+  std::uint32_t* segment_begin;
+  std::uint32_t* segment_end;
+  void* cub_storage;
+  std::size_t cub_bytes;
+};
+
+[[nodiscard]] inline std::size_t full_sort_cub_bytes(const TopKLimits& limits) {
+  std::size_t bytes = 0;
+  const std::size_t items = limits.max_groups * group_candidates(limits);
+  XGR_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+      nullptr, bytes, static_cast<const CandidateKey*>(nullptr), static_cast<CandidateKey*>(nullptr), static_cast<int>(items),
+      static_cast<int>(limits.max_groups), static_cast<const std::uint32_t*>(nullptr), static_cast<const std::uint32_t*>(nullptr)));
+  return bytes;
+}
+
+template <class Arena>
+FullSortScratch carve(Arena& arena, const TopKLimits& limits, FullSort) {
+  const std::size_t items = limits.max_groups * group_candidates(limits);
+  FullSortScratch scratch{arena.template take<CandidateKey>(items), arena.template take<CandidateKey>(items),
+                          arena.template take<std::uint32_t>(limits.max_groups), arena.template take<std::uint32_t>(limits.max_groups),
+                          nullptr, full_sort_cub_bytes(limits)};
+  scratch.cub_storage = arena.template take<std::byte>(scratch.cub_bytes);
+  return scratch;
+}
+
+struct RowMergeScratch {
+  float* row_values;
+  std::uint32_t* row_indices;
+  std::uint32_t* row_counts;
+  CandidateKey* merged;
+  std::uint32_t* merged_counts;
+  EarlyExitScratch per_row;
+};
+
+[[nodiscard]] inline TopKLimits per_row_limits(const TopKLimits& limits) {
+  return {limits.max_rows, limits.max_rows, 1, limits.max_vocab, limits.max_k, limits.max_sparse_entries};
+}
+
+template <class Arena>
+RowMergeScratch carve(Arena& arena, const TopKLimits& limits, RowTopKThenMerge) {
+  return {arena.template take<float>(limits.max_rows * limits.max_k),
+          arena.template take<std::uint32_t>(limits.max_rows * limits.max_k),
+          arena.template take<std::uint32_t>(limits.max_rows),
+          arena.template take<CandidateKey>(limits.max_groups * limits.max_rows_per_group * limits.max_k),
+          arena.template take<std::uint32_t>(limits.max_groups),
+          carve(arena, per_row_limits(limits), EarlyExit{})};
+}
+
+// Row winners of each group -> candidate keys of the group (flat index = row-in-group x vocab + column).
+template <class T>
+__global__ void gather_row_winners_kernel(DeviceProblem<T> problem, const float* row_values, const std::uint32_t* row_indices,
+                                          const std::uint32_t* row_counts, std::size_t group_stride, CandidateKey* merged,
+                                          std::uint32_t* merged_counts) {
+  const std::uint32_t group = blockIdx.x;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t end_row = problem.group_end(group);
+  const std::uint32_t k = problem.k;
+  for (std::uint32_t slot = threadIdx.x; slot < (end_row - first_row) * k; slot += blockDim.x) {
+    const std::uint32_t row = first_row + slot / k;
+    const std::uint32_t rank = slot % k;
+    CandidateKey key = no_candidate;
+    if (rank < row_counts[row]) {
+      key = make_key(row_values[row * k + rank], (row - first_row) * problem.vocab + row_indices[row * k + rank]);
+    }
+    merged[group * group_stride + slot] = key;
+  }
+  if (threadIdx.x == 0) merged_counts[group] = (end_row - first_row) * k;
+}
+
+template <class T>
+DeviceProblem<T> device_problem(const TopKProblem<T>& problem) {
+  return {problem.scores.data,
+          problem.scores.row_stride,
+          static_cast<std::uint32_t>(problem.rows()),
+          static_cast<std::uint32_t>(problem.vocab()),
+          static_cast<std::uint32_t>(problem.k),
+          static_cast<std::uint32_t>(problem.groups()),
+          problem.group_row_offsets.empty() ? nullptr : problem.group_row_offsets.data(),
+          static_cast<std::uint32_t>(problem.group_row_offsets.empty() ? problem.rows_per_group : 0),
+          problem.row_offsets.empty() ? nullptr : problem.row_offsets.data(),
+          problem.row_score_bounds.empty() ? nullptr : problem.row_score_bounds.data(),
+          problem.mask.kind,
+          problem.mask.bits.data,
+          problem.mask.bits.row_stride,
+          problem.mask.row_ptr.empty() ? nullptr : problem.mask.row_ptr.data(),
+          problem.mask.columns.empty() ? nullptr : problem.mask.columns.data()};
+}
+
+template <class T>
+void launch_select(const DeviceProblem<T>& problem, const std::uint32_t* survivor_counts, const CandidateKey* survivors,
+                   std::size_t capacity, bool from_input, const TopKResult& result, cudaStream_t stream) {
+  constexpr std::size_t staged_bytes = select_smem_keys * sizeof(CandidateKey);
+  static const bool configured = [] {
+    XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(staged_bytes)));
+    return true;
+  }();
+  (void)configured;
+  select_kernel<T><<<problem.groups, select_threads, staged_bytes, stream>>>(
+      problem, survivor_counts, survivors, capacity, from_input, result.values.data, result.values.row_stride, result.indices.data,
+      result.indices.row_stride, result.counts.data());
+  XGR_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
+                    cudaStream_t stream) {
+  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_counts);
+  XGR_CUDA_CHECK_LAUNCH();
+  if (problem.mask == MaskKind::sparse) {
+    filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_counts,
+                                                                         scratch.survivors, capacity);
+  } else {
+    const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
+    const dim3 grid(problem.rows * tiles_per_row);
+    constexpr int vector = 16 / sizeof(T);
+    const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
+    if (aligned) {
+      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds,
+                                                                          scratch.survivor_counts, scratch.survivors, capacity);
+    } else {
+      filter_dense_kernel<1, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_counts,
+                                                                     scratch.survivors, capacity);
+    }
+  }
+  XGR_CUDA_CHECK_LAUNCH();
+  launch_select(problem, scratch.survivor_counts, scratch.survivors, capacity, false, result, stream);
+}
+
+}  // namespace topk::cuda_detail
+
+// Scratch bytes the CUDA implementation needs for any problem within `limits`.
+template <class Policy = topk::EarlyExit>
+[[nodiscard]] std::size_t masked_topk_workspace_bytes(exec::cuda, const TopKLimits& limits) {
+  detail::validate_limits(limits);
+  return workspace_bytes_of([&](WorkspaceArena& arena) { (void)topk::cuda_detail::carve(arena, limits, Policy{}); });
+}
+
+// Enqueues MaskedTopK on `exec.stream`; returns without synchronising. Inputs, outputs and the
+// workspace live in device memory. Preconditions the device cannot check cheaply (group offsets
+// non-decreasing, sparse columns unique within a row) are the caller's; violating them never
+// reads or writes out of bounds, but the results are then unspecified. The host reference checks them.
+template <class Policy = topk::EarlyExit, Element T>
+void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResult& result, const TopKLimits& limits,
+                 DeviceWorkspace& workspace) {
+  detail::validate_shape(problem, result, limits);
+  workspace.require(masked_topk_workspace_bytes<Policy>(exec, limits), "masked_topk(cuda)");
+  const std::size_t groups = problem.groups();
+  if (groups == 0) return;
+  const auto device = topk::cuda_detail::device_problem(problem);
+  WorkspaceArena arena = workspace.arena();
+  const auto scratch = topk::cuda_detail::carve(arena, limits, Policy{});
+  cudaStream_t stream = exec.stream;
+
+  if constexpr (std::is_same_v<Policy, topk::EarlyExit>) {
+    topk::cuda_detail::run_early_exit(device, scratch, topk::cuda_detail::survivor_capacity(limits), result, stream);
+  } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
+    topk::cuda_detail::launch_select(device, nullptr, nullptr, 0, true, result, stream);
+  } else if constexpr (std::is_same_v<Policy, topk::FullSort>) {
+    const std::size_t group_stride = topk::cuda_detail::group_candidates(limits);
+    require_argument(groups * group_stride <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "masked_topk(cuda, FullSort)",
+                     "CUB's segmented sort takes at most 2^31 - 1 keys");
+    topk::cuda_detail::segment_bounds_kernel<T><<<1, 256, 0, stream>>>(device, group_stride, scratch.segment_begin, scratch.segment_end);
+    XGR_CUDA_CHECK_LAUNCH();
+    if (problem.mask.kind == MaskKind::sparse) {
+      XGR_CUDA_CHECK(cudaMemsetAsync(scratch.keys, 0, groups * group_stride * sizeof(topk::CandidateKey), stream));
+      topk::cuda_detail::materialize_sparse_keys_kernel<T><<<device.rows, 256, 0, stream>>>(device, group_stride, scratch.keys);
+    } else {
+      const dim3 grid(static_cast<unsigned>(std::min<std::size_t>((group_stride + 255) / 256, 4096)), static_cast<unsigned>(groups));
+      topk::cuda_detail::materialize_keys_kernel<T><<<grid, 256, 0, stream>>>(device, group_stride, scratch.keys);
+    }
+    XGR_CUDA_CHECK_LAUNCH();
+    std::size_t cub_bytes = scratch.cub_bytes;
+    XGR_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+        scratch.cub_storage, cub_bytes, scratch.keys, scratch.sorted, static_cast<int>(groups * group_stride), static_cast<int>(groups),
+        scratch.segment_begin, scratch.segment_end, 0, 64, stream));
+    topk::cuda_detail::take_sorted_kernel<<<static_cast<unsigned>(groups), 256, 0, stream>>>(
+        scratch.sorted, group_stride, device.k, result.values.data, result.values.row_stride, result.indices.data,
+        result.indices.row_stride, result.counts.data(), scratch.segment_begin, scratch.segment_end);
+    XGR_CUDA_CHECK_LAUNCH();
+  } else {
+    static_assert(std::is_same_v<Policy, topk::RowTopKThenMerge>, "unknown MaskedTopK policy");
+    // 1) each row its own group: exact top-k per row.
+    TopKProblem<T> per_row = problem;
+    per_row.group_row_offsets = {};
+    per_row.rows_per_group = 1;
+    const TopKLimits row_limits = topk::cuda_detail::per_row_limits(limits);
+    const std::size_t k = problem.k;
+    const TopKResult row_result{MatrixView<float>{scratch.row_values, problem.rows(), k, k},
+                                MatrixView<std::uint32_t>{scratch.row_indices, problem.rows(), k, k},
+                                std::span<std::uint32_t>(scratch.row_counts, problem.rows())};
+    topk::cuda_detail::run_early_exit(topk::cuda_detail::device_problem(per_row), scratch.per_row,
+                                      topk::cuda_detail::survivor_capacity(row_limits), row_result, stream);
+    // 2) merge: the group's top-k among its rows' winners.
+    const std::size_t group_stride = limits.max_rows_per_group * limits.max_k;
+    topk::cuda_detail::gather_row_winners_kernel<T><<<static_cast<unsigned>(groups), 256, 0, stream>>>(
+        device, scratch.row_values, scratch.row_indices, scratch.row_counts, group_stride, scratch.merged, scratch.merged_counts);
+    XGR_CUDA_CHECK_LAUNCH();
+    topk::cuda_detail::launch_select(device, scratch.merged_counts, scratch.merged, group_stride, false, result, stream);
+  }
+}
+
+}  // namespace xgr
