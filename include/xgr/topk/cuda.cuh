@@ -30,6 +30,7 @@
 
 #include "xgr/core/cuda.cuh"
 #include "xgr/core/workspace.hpp"
+#include "xgr/topk/host.hpp"  // the reference, so that one include gives both
 #include "xgr/topk/keys.hpp"
 #include "xgr/topk/policies.hpp"
 #include "xgr/topk/topk.hpp"

@@ -29,7 +29,7 @@ struct HostScratch {
 template <class Arena>
 HostScratch carve_host(Arena& arena, const TopKLimits& limits) {
   return {arena.template take<CandidateKey>(limits.max_rows_per_group * limits.max_vocab),
-          arena.template take<std::uint32_t>(limits.max_sparse_entries > 0 ? (limits.max_vocab + 31) / 32 : 0)};
+          arena.template take<std::uint32_t>((limits.max_vocab + 31) / 32)};
 }
 
 template <class T>
@@ -57,6 +57,7 @@ void masked_topk(exec::host_t, const TopKProblem<T>& problem, const TopKResult& 
 
   const std::size_t vocab = problem.vocab();
   const std::size_t groups = problem.groups();
+  // Validate every group before writing any result, so a bad call leaves the outputs untouched.
   for (std::size_t group = 0; group < groups; ++group) {
     const std::size_t first_row = topk::detail::group_begin(problem, group);
     const std::size_t end_row = topk::detail::group_begin(problem, group + 1);
@@ -65,6 +66,10 @@ void masked_topk(exec::host_t, const TopKProblem<T>& problem, const TopKResult& 
     require_argument(end_row - first_row <= limits.max_rows_per_group, op,
                      "group " + std::to_string(group) + " has " + std::to_string(end_row - first_row) +
                          " rows, more than max_rows_per_group = " + std::to_string(limits.max_rows_per_group));
+  }
+  for (std::size_t group = 0; group < groups; ++group) {
+    const std::size_t first_row = topk::detail::group_begin(problem, group);
+    const std::size_t end_row = topk::detail::group_begin(problem, group + 1);
 
     std::size_t count = 0;
     const auto consider = [&](std::size_t row, std::size_t column) {

@@ -150,6 +150,7 @@ void validate_shape(const TopKProblem<T>& problem, const TopKResult& result, con
     case MaskKind::bitset:
       require_argument(problem.mask.bits.rows >= problem.rows() && problem.mask.bits.cols * 32 >= problem.vocab(), op,
                        "bitset mask must hold rows x ceil(vocab / 32) words");
+      require_argument(problem.mask.bits.data != nullptr || problem.rows() == 0, op, "bitset mask words are null");
       break;
     case MaskKind::sparse:
       require_argument(problem.mask.row_ptr.size() == problem.rows() + 1, op, "sparse mask row_ptr must hold rows + 1 entries");

@@ -1,0 +1,186 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support/random.hpp"
+#include "support/topk_inputs.hpp"
+#include "xgr/topk/cuda.cuh"
+
+namespace {
+
+// The problem's arrays copied to the device, and a problem/limits pair pointing at them.
+template <class T>
+struct DeviceTopKInput {
+  xgr::DeviceBuffer<T> scores;
+  xgr::DeviceBuffer<std::uint32_t> group_row_offsets, bitset_words, row_ptr, columns;
+  xgr::DeviceBuffer<float> row_offsets, row_bounds;
+  xgr::TopKProblem<T> problem;
+
+  explicit DeviceTopKInput(const xgr::test::TopKInput<T>& host) {
+    const xgr::TopKProblem<T> h = host.problem();
+    scores = xgr::to_device<T>(host.scores);
+    group_row_offsets = xgr::to_device<std::uint32_t>(host.group_row_offsets);
+    bitset_words = xgr::to_device<std::uint32_t>(host.bitset_words);
+    row_ptr = xgr::to_device<std::uint32_t>(host.row_ptr);
+    columns = xgr::to_device<std::uint32_t>(host.columns);
+    row_offsets = xgr::to_device<float>(host.row_offsets);
+    row_bounds = xgr::to_device<float>(host.row_bounds);
+    problem = h;
+    problem.scores.data = scores.data();
+    problem.group_row_offsets = {group_row_offsets.data(), h.group_row_offsets.size()};
+    problem.row_offsets = {row_offsets.data(), h.row_offsets.size()};
+    problem.row_score_bounds = {row_bounds.data(), h.row_score_bounds.size()};
+    problem.mask.bits.data = bitset_words.data();
+    problem.mask.row_ptr = {row_ptr.data(), h.mask.row_ptr.size()};
+    problem.mask.columns = {columns.data(), h.mask.columns.size()};
+  }
+};
+
+struct DeviceOutput {
+  xgr::DeviceBuffer<float> values;
+  xgr::DeviceBuffer<std::uint32_t> indices, counts;
+  std::size_t groups, k;
+  DeviceOutput(std::size_t groups_, std::size_t k_) : values(groups_ * k_), indices(groups_ * k_), counts(groups_), groups(groups_), k(k_) {}
+  // Poisoned so that an unwritten slot can never pass as a result.
+  void poison() {
+    const xgr::test::TopKOutput poisoned(groups, k);
+    XGR_CUDA_CHECK(cudaMemcpy(values.data(), poisoned.values.data(), values.bytes(), cudaMemcpyHostToDevice));
+    XGR_CUDA_CHECK(cudaMemcpy(indices.data(), poisoned.indices.data(), indices.bytes(), cudaMemcpyHostToDevice));
+    XGR_CUDA_CHECK(cudaMemcpy(counts.data(), poisoned.counts.data(), counts.bytes(), cudaMemcpyHostToDevice));
+  }
+  xgr::TopKResult result() {
+    return {xgr::matrix_view(values.data(), groups, k), xgr::matrix_view(indices.data(), groups, k), counts.span()};
+  }
+  xgr::test::TopKOutput to_host() const {
+    xgr::test::TopKOutput out(groups, k);
+    XGR_CUDA_CHECK(cudaMemcpy(out.values.data(), values.data(), values.bytes(), cudaMemcpyDeviceToHost));
+    XGR_CUDA_CHECK(cudaMemcpy(out.indices.data(), indices.data(), indices.bytes(), cudaMemcpyDeviceToHost));
+    XGR_CUDA_CHECK(cudaMemcpy(out.counts.data(), counts.data(), counts.bytes(), cudaMemcpyDeviceToHost));
+    return out;
+  }
+};
+
+template <class Policy, class T>
+xgr::test::TopKOutput run_cuda(const xgr::test::TopKInput<T>& host, xgr::DeviceWorkspace& workspace, cudaStream_t stream) {
+  DeviceTopKInput<T> device(host);
+  DeviceOutput output(host.problem().groups(), host.spec.k);
+  output.poison();
+  const xgr::TopKLimits limits = host.limits();
+  workspace.reserve(xgr::masked_topk_workspace_bytes<Policy>(xgr::exec::cuda{}, limits));
+  xgr::masked_topk<Policy>(xgr::exec::cuda{stream}, device.problem, output.result(), limits, workspace);
+  XGR_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return output.to_host();
+}
+
+template <class Policy, class T>
+void check_policy_against_oracle(const char* policy_name, std::uint64_t salt, std::size_t random_cases) {
+  auto rng = xgr::test::make_rng(salt);
+  const auto cases = xgr::test::standard_topk_cases(rng, random_cases);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;  // grows to the largest case, then is reused by all later ones
+  for (const auto& spec : cases) {
+    const auto input = xgr::test::make_topk_input<T>(spec, rng);
+    const auto expected = xgr::test::brute_force_topk(input);
+    const auto actual = run_cuda<Policy>(input, workspace, stream.get());
+    std::string why;
+    if (!xgr::test::same_results(actual, expected, &why)) {
+      FAIL_CHECK(policy_name << " " << xgr::dtype_traits<T>::name << " " << spec.describe() << ": " << why);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("CUDA EarlyExit equals the brute-force oracle on random problems (f32, f16, bf16)") {
+  check_policy_against_oracle<xgr::topk::EarlyExit, float>("EarlyExit", 201, 200);
+  check_policy_against_oracle<xgr::topk::EarlyExit, xgr::half>("EarlyExit", 202, 60);
+  check_policy_against_oracle<xgr::topk::EarlyExit, xgr::bfloat16>("EarlyExit", 203, 60);
+}
+
+TEST_CASE("CUDA baselines compute the same function as the default") {
+  check_policy_against_oracle<xgr::topk::NoEarlyExit, float>("NoEarlyExit", 211, 60);
+  check_policy_against_oracle<xgr::topk::FullSort, float>("FullSort", 212, 60);
+  check_policy_against_oracle<xgr::topk::RowTopKThenMerge, float>("RowTopKThenMerge", 213, 60);
+  check_policy_against_oracle<xgr::topk::FullSort, xgr::bfloat16>("FullSort", 214, 20);
+}
+
+TEST_CASE("CUDA and host implementations agree bit for bit") {
+  auto rng = xgr::test::make_rng(221);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace device_workspace;
+  for (const auto& spec : xgr::test::standard_topk_cases(rng, 40)) {
+    const auto input = xgr::test::make_topk_input<xgr::bfloat16>(spec, rng);
+    xgr::test::TopKOutput host_output(input.problem().groups(), spec.k);
+    xgr::HostWorkspace host_workspace(xgr::masked_topk_workspace_bytes(xgr::exec::host, input.limits()));
+    xgr::masked_topk(xgr::exec::host, input.problem(), host_output.result(), input.limits(), host_workspace);
+    const auto device_output = run_cuda<xgr::topk::EarlyExit>(input, device_workspace, stream.get());
+    std::string why;
+    CHECK_MESSAGE(xgr::test::same_results(device_output, host_output, &why), spec.describe() << ": " << why);
+  }
+}
+
+TEST_CASE("survivor overflow falls back to an exact selection over the input") {
+  // The sampled chunks hold the lowest scores of the group, so the sample's bound lets almost every
+  // candidate through and the survivor buffer overflows; the result must still be exact.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(231);
+  xgr::test::TopKCase spec;
+  spec.groups = 2;
+  spec.rows_per_group = 50;
+  spec.vocab = 4001;
+  spec.k = 8;
+  auto input = xgr::test::make_topk_input<float>(spec, rng);
+  const std::size_t positions = spec.rows_per_group * spec.vocab;
+  const std::size_t chunks = (positions + detail::sample_chunk - 1) / detail::sample_chunk;
+  const std::size_t sampled = std::min(chunks, detail::max_sample / detail::sample_chunk);
+  REQUIRE(sampled < chunks);
+  for (std::size_t group = 0; group < spec.groups; ++group) {
+    for (std::size_t i = 0; i < sampled; ++i) {
+      const std::size_t chunk = i * chunks / sampled;
+      for (std::size_t p = chunk * detail::sample_chunk; p < std::min(positions, (chunk + 1) * detail::sample_chunk); ++p) {
+        const std::size_t row = group * spec.rows_per_group + p / spec.vocab;
+        input.scores[row * spec.vocab + p % spec.vocab] = -1000.0f - static_cast<float>(p % 7);
+      }
+    }
+  }
+  REQUIRE(positions - sampled * detail::sample_chunk > detail::survivor_capacity(input.limits()));
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
+  std::string why;
+  CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
+}
+
+TEST_CASE("the CUDA path rejects bad arguments before launching anything") {
+  auto rng = xgr::test::make_rng(241);
+  xgr::test::TopKCase spec;
+  spec.rows_per_group = 4;
+  spec.vocab = 100;
+  spec.k = 5;
+  const auto input = xgr::test::make_topk_input<float>(spec, rng);
+  DeviceTopKInput<float> device(input);
+  DeviceOutput output(1, spec.k);
+  xgr::DeviceWorkspace workspace(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, input.limits()));
+
+  auto problem = device.problem;
+  problem.k = 0;
+  CHECK_THROWS_AS(xgr::masked_topk(xgr::exec::cuda{}, problem, output.result(), input.limits(), workspace), xgr::Error);
+  problem.k = 6;  // above the limits' max_k
+  CHECK_THROWS_AS(xgr::masked_topk(xgr::exec::cuda{}, problem, output.result(), input.limits(), workspace), xgr::Error);
+
+  auto limits = input.limits();
+  limits.max_k = 1025;
+  CHECK_THROWS_AS((void)xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, limits), xgr::Error);
+
+  xgr::DeviceWorkspace too_small(256);
+  try {
+    xgr::masked_topk(xgr::exec::cuda{}, device.problem, output.result(), input.limits(), too_small);
+    FAIL("a too-small workspace was accepted");
+  } catch (const xgr::Error& error) {
+    CHECK(error.kind() == xgr::ErrorKind::capacity);
+  }
+}
