@@ -123,6 +123,7 @@ void BM_MaskedTopK(benchmark::State& state) {
   {
     xgr::Stream stream;
     xgr::masked_topk<xgr::topk::EarlyExit>(stream.exec(), problem_for(0), result, limits, workspace);
+    stream.synchronize();  // the copies below run on the legacy stream, which does not wait for ours
     const auto got_values = xgr::to_host<float>(values.span());
     const auto got_indices = xgr::to_host<std::uint32_t>(indices.span());
     const auto got_counts = xgr::to_host<std::uint32_t>(counts.span());
