@@ -96,6 +96,8 @@ void BM_MaskedTopK(benchmark::State& state) {
     mask_bytes = static_cast<double>(row_ptr.bytes() + columns.bytes());
   }
 
+  // The fills ran on the legacy stream, which the policies' non-blocking streams do not wait for.
+  XGR_CUDA_CHECK(cudaDeviceSynchronize());
   const std::size_t k = beams;
   xgr::TopKLimits limits{requests, rows, beams, vocab, k, columns.size()};
   xgr::DeviceWorkspace workspace(std::max(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits),

@@ -170,8 +170,13 @@ __device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::u
     __syncthreads();
     const CandidateKey high_mask = shift + radix_bits >= 64 ? 0 : (~CandidateKey{0} << (shift + radix_bits));
     for_each_key([&](CandidateKey key) {
-      if (key != no_candidate && (key & high_mask) == prefix) {
-        atomicAdd(&shared.histogram[(key >> shift) & (radix_bins - 1)], 1u);
+      // Keys cluster in few bins (similar scores share their high bits), so lanes that hit the same
+      // bin combine into one atomic; without this the increments serialise on a handful of addresses.
+      const bool counted = key != no_candidate && (key & high_mask) == prefix;
+      const std::uint32_t bin = counted ? static_cast<std::uint32_t>(key >> shift) & (radix_bins - 1) : radix_bins;
+      const unsigned peers = __match_any_sync(__activemask(), bin);
+      if (counted && (threadIdx.x % 32) == static_cast<unsigned>(__ffs(static_cast<int>(peers)) - 1)) {
+        atomicAdd(&shared.histogram[bin], static_cast<std::uint32_t>(__popc(peers)));
       }
     });
     __syncthreads();
@@ -193,8 +198,8 @@ template <class T>
 __device__ CandidateKey key_at_group_position(const DeviceProblem<T>& problem, std::uint32_t first_row,
                                               std::uint32_t end_row, std::uint64_t position) {
   if (problem.mask != MaskKind::sparse) {
-    const auto row = first_row + static_cast<std::uint32_t>(position / problem.vocab);
-    return problem.key_at(row, static_cast<std::uint32_t>(position % problem.vocab), first_row);
+    const auto flat = static_cast<std::uint32_t>(position);  // < 2^32: flat indices are 32-bit (validated)
+    return problem.key_at(first_row + flat / problem.vocab, flat % problem.vocab, first_row);
   }
   const std::uint64_t entry = problem.row_ptr[first_row] + position;
   std::uint32_t low = first_row;
