@@ -43,13 +43,18 @@ inline constexpr int sample_threads = 512;
 inline constexpr int samples_per_thread = 32;  // keys held in registers by each sampling thread
 inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
 inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
+// A partial sample's bound needs no more precision than this many extra sample keys: each lets about
+// (group / sample) extra candidates through, and stopping early saves digit passes.
+inline constexpr std::uint32_t sample_slack = 32;
 inline constexpr int filter_threads = 256;
 inline constexpr int filter_elements_per_thread = 16;
 inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
 inline constexpr int select_threads = 1024;
-inline constexpr std::size_t select_smem_keys = 16384;  // survivors staged in shared memory (128 KiB)
-inline constexpr int radix_bits = 8;
+inline constexpr int radix_bits = 8;  // digit width of the in-block radix select
 inline constexpr int radix_bins = 1 << radix_bits;
+inline constexpr int split_bits = 11;  // the select kernel's first split of [bound, max] over the survivors
+inline constexpr int split_bins = 1 << split_bits;
+inline constexpr std::uint32_t boundary_capacity = 8192;  // survivors of the boundary bin kept in shared memory
 
 // ---- the problem as kernels see it ----------------------------------------------------------
 template <class T>
@@ -116,23 +121,24 @@ struct DeviceProblem {
 };
 
 // ---- block-wide radix select -------------------------------------------------------------------
-struct SelectShared {
-  std::uint32_t histogram[radix_bins];
-  std::uint32_t digit;
-  std::uint32_t above;   // keys in bins above the chosen digit
-  std::uint32_t in_bin;  // keys in the chosen bin
-  std::uint32_t too_few; // fewer than `remaining` keys in total
+struct BinChoice {
+  std::uint32_t bin;
+  std::uint32_t above;    // keys in bins above the chosen one
+  std::uint32_t in_bin;   // keys in the chosen bin
+  std::uint32_t too_few;  // fewer than `rank` keys in all bins
 };
 
-// Warp 0 finds the digit whose bin holds the remaining-th largest key.
-__device__ inline void find_digit(SelectShared& shared, std::uint32_t remaining) {
+// Warp 0 finds the bin holding the rank-th largest key (rank >= 1) of a histogram.
+template <int Bins>
+__device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank, BinChoice& choice) {
+  static_assert(Bins % 32 == 0);
   if (threadIdx.x >= 32) return;
   const unsigned lane = threadIdx.x;
-  constexpr int bins_per_lane = radix_bins / 32;
-  const int top_bin = radix_bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
+  constexpr int bins_per_lane = Bins / 32;
+  const int top_bin = Bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
   std::uint32_t lane_sum = 0;
-#pragma unroll
-  for (int i = 0; i < bins_per_lane; ++i) lane_sum += shared.histogram[top_bin - i];
+#pragma unroll 8
+  for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[top_bin - i];
   std::uint32_t inclusive = lane_sum;
 #pragma unroll
   for (int delta = 1; delta < 32; delta *= 2) {
@@ -141,16 +147,16 @@ __device__ inline void find_digit(SelectShared& shared, std::uint32_t remaining)
   }
   const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
   const std::uint32_t exclusive = inclusive - lane_sum;
-  const unsigned crossing = __ballot_sync(0xffffffffu, exclusive < remaining && remaining <= inclusive);
-  if (lane == 0) shared.too_few = total < remaining ? 1u : 0u;
+  const unsigned crossing = __ballot_sync(0xffffffffu, exclusive < rank && rank <= inclusive);
+  if (lane == 0) choice.too_few = total < rank ? 1u : 0u;
   if (crossing != 0 && lane == static_cast<unsigned>(__ffs(static_cast<int>(crossing)) - 1)) {
     std::uint32_t above = exclusive;
     for (int i = 0; i < bins_per_lane; ++i) {
-      const std::uint32_t count = shared.histogram[top_bin - i];
-      if (above + count >= remaining) {
-        shared.digit = static_cast<std::uint32_t>(top_bin - i);
-        shared.above = above;
-        shared.in_bin = count;
+      const std::uint32_t count = histogram[top_bin - i];
+      if (above + count >= rank) {
+        choice.bin = static_cast<std::uint32_t>(top_bin - i);
+        choice.above = above;
+        choice.in_bin = count;
         break;
       }
       above += count;
@@ -158,11 +164,29 @@ __device__ inline void find_digit(SelectShared& shared, std::uint32_t remaining)
   }
 }
 
-// Returns the threshold T such that exactly k of the enumerated keys are >= T, or 1 (every key)
-// when there are fewer than k. `for_each_key(f)` must call f(key) on this thread's share of the
-// keys, the same share on every call; no_candidate keys are ignored.
+// Adds one to histogram[bin] for every lane with `counted`. Keys cluster in few bins (similar
+// scores share their high bits), so lanes that hit the same bin combine into one atomic; without
+// this the increments serialise on a handful of addresses.
+__device__ inline void histogram_add(std::uint32_t* histogram, bool counted, std::uint32_t bin) {
+  const unsigned peers = __match_any_sync(__activemask(), counted ? bin : 0xffffffffu);
+  if (counted && (threadIdx.x % 32) == static_cast<unsigned>(__ffs(static_cast<int>(peers)) - 1)) {
+    atomicAdd(&histogram[bin], static_cast<std::uint32_t>(__popc(peers)));
+  }
+}
+
+struct SelectShared {
+  std::uint32_t histogram[radix_bins];
+  BinChoice choice;
+};
+
+// Returns a threshold T with at least k of the enumerated keys >= T, or 1 (every key) when there
+// are fewer than k. With slack = 0, exactly k keys are >= T (keys are distinct). With slack > 0 the
+// digit passes stop as soon as at most k + slack keys are >= T: a cheaper, still valid lower bound
+// of the k-th key. `for_each_key(f)` calls f(key) on this thread's share of the keys, the same share
+// on every call; no_candidate keys are ignored.
 template <class ForEachKey>
-__device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::uint32_t k, SelectShared& shared) {
+__device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::uint32_t k, SelectShared& shared,
+                                               std::uint32_t slack = 0) {
   CandidateKey prefix = 0;
   std::uint32_t remaining = k;
   for (int shift = 64 - radix_bits; shift >= 0; shift -= radix_bits) {
@@ -170,24 +194,19 @@ __device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::u
     __syncthreads();
     const CandidateKey high_mask = shift + radix_bits >= 64 ? 0 : (~CandidateKey{0} << (shift + radix_bits));
     for_each_key([&](CandidateKey key) {
-      // Keys cluster in few bins (similar scores share their high bits), so lanes that hit the same
-      // bin combine into one atomic; without this the increments serialise on a handful of addresses.
       const bool counted = key != no_candidate && (key & high_mask) == prefix;
-      const std::uint32_t bin = counted ? static_cast<std::uint32_t>(key >> shift) & (radix_bins - 1) : radix_bins;
-      const unsigned peers = __match_any_sync(__activemask(), bin);
-      if (counted && (threadIdx.x % 32) == static_cast<unsigned>(__ffs(static_cast<int>(peers)) - 1)) {
-        atomicAdd(&shared.histogram[bin], static_cast<std::uint32_t>(__popc(peers)));
-      }
+      histogram_add(shared.histogram, counted, static_cast<std::uint32_t>(key >> shift) & (radix_bins - 1));
     });
     __syncthreads();
-    find_digit(shared, remaining);
+    find_rank_bin<radix_bins>(shared.histogram, remaining, shared.choice);
     __syncthreads();
-    if (shared.too_few != 0) return 1;  // only possible on the first pass: fewer than k candidates
-    prefix |= static_cast<CandidateKey>(shared.digit) << shift;
-    remaining -= shared.above;
-    const bool resolved = shared.in_bin == remaining;  // every key with this prefix is selected
-    __syncthreads();                                   // everyone has read shared before it is reused
-    if (resolved) return prefix;
+    if (shared.choice.too_few != 0) return 1;  // only possible on the first pass: fewer than k candidates
+    prefix |= static_cast<CandidateKey>(shared.choice.bin) << shift;
+    remaining -= shared.choice.above;
+    // Every key with this prefix is taken: keys >= prefix number (k - remaining) + in_bin.
+    const bool done = shared.choice.in_bin <= remaining + slack;
+    __syncthreads();  // everyone has read `shared` before the next pass reuses it
+    if (done) return prefix;
   }
   return prefix;
 }
@@ -219,7 +238,7 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
-                                                                       std::uint32_t* survivor_counts) {
+                                                                       CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   __shared__ SelectShared shared;
   const std::uint32_t group = blockIdx.x;
   const std::uint32_t first_row = problem.group_begin(group);
@@ -247,9 +266,10 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
 #pragma unroll
         for (int i = 0; i < samples_per_thread; ++i) visit(keys[i]);
       },
-      problem.k, shared);
+      problem.k, shared, sampled_chunks < chunks ? sample_slack : 0u);
   if (threadIdx.x == 0) {
     bounds[group] = threshold;
+    survivor_max[group] = 0;
     survivor_counts[group] = 0;
   }
 }
@@ -286,10 +306,21 @@ __device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t 
 }
 
 // Dense and bitset masks: one block per (row, tile of filter_tile columns).
+// The largest survivor key of the warp, folded into the group's maximum with one atomic per warp.
+__device__ inline void warp_max_into(CandidateKey* group_max, CandidateKey key) {
+#pragma unroll
+  for (int delta = 16; delta > 0; delta /= 2) {
+    const CandidateKey other = __shfl_xor_sync(0xffffffffu, key, delta);
+    key = other > key ? other : key;
+  }
+  if (threadIdx.x % 32 == 0 && key != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(group_max), key);
+}
+
 template <int Vector, class T>
 __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProblem<T> problem, std::uint32_t tiles_per_row,
-                                                                       const CandidateKey* bounds, std::uint32_t* survivor_counts,
-                                                                       CandidateKey* survivors, std::size_t capacity) {
+                                                                       const CandidateKey* bounds, CandidateKey* survivor_max,
+                                                                       std::uint32_t* survivor_counts, CandidateKey* survivors,
+                                                                       std::size_t capacity) {
   const std::uint32_t row = blockIdx.x / tiles_per_row;
   const std::uint32_t tile = blockIdx.x % tiles_per_row;
   const std::uint32_t group = problem.group_of_row(row);
@@ -303,6 +334,7 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
 
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
   CandidateKey kept[filter_elements_per_thread];
+  CandidateKey best = no_candidate;
   std::uint32_t count = 0;
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
@@ -326,9 +358,11 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
       const bool keep = key >= bound && key != no_candidate;
       kept[v * Vector + i] = keep ? key : no_candidate;
       count += keep ? 1u : 0u;
+      best = keep && key > best ? key : best;
     }
   }
   std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
+  if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
   if (count == 0) return;
   CandidateKey* out = survivors + group * capacity;
 #pragma unroll
@@ -343,8 +377,8 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
 // Sparse masks: one block per row, gathering the allowed columns.
 template <class T>
 __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
-                                                                        std::uint32_t* survivor_counts, CandidateKey* survivors,
-                                                                        std::size_t capacity) {
+                                                                        CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                                                                        CandidateKey* survivors, std::size_t capacity) {
   const std::uint32_t row = blockIdx.x;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
@@ -358,6 +392,7 @@ __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DevicePro
     const CandidateKey key = position < length ? problem.key_at(row, position, first_row) : no_candidate;
     const bool keep = key != no_candidate && key >= bound;
     const std::uint32_t slot = warp_reserve(&survivor_counts[group], keep ? 1u : 0u);
+    if (__any_sync(0xffffffffu, keep)) warp_max_into(&survivor_max[group], keep ? key : no_candidate);
     if (keep && slot < capacity) out[slot] = key;
   }
 }
@@ -365,26 +400,20 @@ __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DevicePro
 // ---- kernel 3: exact selection -----------------------------------------------------------------
 struct FinalShared {
   SelectShared select;
-  std::uint32_t gathered;
-  typename cub::BlockRadixSort<CandidateKey, select_threads, 1>::TempStorage sort;
+  std::uint32_t split_histogram[split_bins];
+  BinChoice split;
+  std::uint32_t winners_found;
+  std::uint32_t boundary_found;
   CandidateKey winners[max_topk_k];
+  typename cub::BlockRadixSort<CandidateKey, select_threads, 1>::TempStorage sort;
 };
 
-// Gathers the keys >= threshold (at most k), sorts them and writes the group's results.
-template <class ForEachKey>
-__device__ void gather_sort_write(ForEachKey&& for_each_key, CandidateKey threshold, std::uint32_t k, std::uint32_t group,
-                                  FinalShared& shared, float* values, std::size_t values_stride, std::uint32_t* indices,
-                                  std::size_t indices_stride, std::uint32_t* counts) {
-  if (threadIdx.x == 0) shared.gathered = 0;
+// Sorts the gathered winners (exactly min(k, candidates) of them) and writes the group's results.
+__device__ inline void sort_and_write(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
+                                      std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
+                                      std::uint32_t* counts) {
   __syncthreads();
-  for_each_key([&](CandidateKey key) {
-    if (key != no_candidate && key >= threshold) {
-      const std::uint32_t slot = atomicAdd(&shared.gathered, 1u);
-      if (slot < k) shared.winners[slot] = key;  // exactly min(k, valid) keys qualify
-    }
-  });
-  __syncthreads();
-  const std::uint32_t gathered = shared.gathered < k ? shared.gathered : k;
+  const std::uint32_t gathered = shared.winners_found < k ? shared.winners_found : k;
   CandidateKey item[1] = {threadIdx.x < gathered ? shared.winners[threadIdx.x] : no_candidate};
   cub::BlockRadixSort<CandidateKey, select_threads, 1>(shared.sort).SortDescending(item);
   // Blocked arrangement: thread t holds the t-th largest key.
@@ -394,6 +423,20 @@ __device__ void gather_sort_write(ForEachKey&& for_each_key, CandidateKey thresh
     indices[group * indices_stride + threadIdx.x] = filled ? key_index(item[0]) : empty_index;
   }
   if (threadIdx.x == 0) counts[group] = gathered;
+}
+
+__device__ inline void add_winner(FinalShared& shared, CandidateKey key, std::uint32_t k) {
+  const std::uint32_t slot = atomicAdd(&shared.winners_found, 1u);
+  if (slot < k) shared.winners[slot] = key;
+}
+
+// Generic exact selection over any re-enumerable key set (the input itself, or a key array).
+template <class ForEachKey>
+__device__ void select_exact(ForEachKey&& for_each_key, std::uint32_t k, FinalShared& shared) {
+  const CandidateKey threshold = radix_select_threshold(for_each_key, k, shared.select);
+  for_each_key([&](CandidateKey key) {
+    if (key != no_candidate && key >= threshold) add_winner(shared, key, k);  // exactly min(k, valid) qualify
+  });
 }
 
 // Every candidate of the group, straight from the input (the fallback and the NoEarlyExit baseline).
@@ -422,31 +465,88 @@ struct KeyArray {
   }
 };
 
+enum class SelectSource : std::uint8_t {
+  input,              // select over the group's input (NoEarlyExit)
+  survivors,          // filter survivors, all within [bounds[g], survivor_max[g]]
+  candidate_buffer,   // an arbitrary key buffer (RowTopKThenMerge's row winners)
+};
+
+// One block per group. For filter survivors (all keys in [bound, max]) two passes suffice: the first
+// histograms the top split_bits significant bits of (key - bound), which spreads the survivors over
+// split_bins bins; the second takes every key above the bin of the k-th as a winner and keeps the
+// boundary bin's few keys in shared memory, where the remaining rank is radix-selected.
 template <class T>
-__global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T> problem, const std::uint32_t* survivor_counts,
-                                                                 const CandidateKey* survivors, std::size_t capacity,
-                                                                 bool from_input, float* values, std::size_t values_stride,
+__global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T> problem, SelectSource source,
+                                                                 const CandidateKey* bounds, const CandidateKey* survivor_max,
+                                                                 const std::uint32_t* survivor_counts, const CandidateKey* survivors,
+                                                                 std::size_t capacity, float* values, std::size_t values_stride,
                                                                  std::uint32_t* indices, std::size_t indices_stride,
                                                                  std::uint32_t* counts) {
-  extern __shared__ CandidateKey staged[];  // select_smem_keys survivors
+  extern __shared__ CandidateKey boundary[];  // boundary_capacity keys
   __shared__ FinalShared shared;
   const std::uint32_t group = blockIdx.x;
-  const std::uint32_t survivors_found = from_input ? 0 : survivor_counts[group];
-  if (from_input || survivors_found > capacity) {
-    // No bound (baseline) or the survivors overflowed: select over the input itself.
-    const GroupInputKeys<T> input{problem, problem.group_begin(group), problem.group_end(group)};
-    const CandidateKey threshold = radix_select_threshold(input, problem.k, shared.select);
-    gather_sort_write(input, threshold, problem.k, group, shared, values, values_stride, indices, indices_stride, counts);
-    return;
+  const std::uint32_t k = problem.k;
+  if (threadIdx.x == 0) {
+    shared.winners_found = 0;
+    shared.boundary_found = 0;
   }
-  KeyArray keys{survivors + group * capacity, survivors_found};
-  if (survivors_found <= select_smem_keys) {
-    for (std::uint32_t i = threadIdx.x; i < survivors_found; i += blockDim.x) staged[i] = keys.keys[i];
-    __syncthreads();
-    keys.keys = staged;
+  for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.split_histogram[bin] = 0;
+  __syncthreads();
+
+  const std::uint32_t found = source == SelectSource::input ? 0 : survivor_counts[group];
+  if (source == SelectSource::input || found > capacity) {
+    // No bound (baseline), or the survivors overflowed their buffer: select over the input itself.
+    select_exact(GroupInputKeys<T>{problem, problem.group_begin(group), problem.group_end(group)}, k, shared);
+  } else if (source == SelectSource::candidate_buffer) {
+    select_exact(KeyArray{survivors + group * capacity, found}, k, shared);
+  } else {
+    const KeyArray keys{survivors + group * capacity, found};
+    if (found <= k) {
+      keys([&](CandidateKey key) { add_winner(shared, key, k); });
+    } else {
+      const CandidateKey low = bounds[group];
+      const CandidateKey span = survivor_max[group] - low;
+      const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
+      const int shift = significant > split_bits ? significant - split_bits : 0;
+      keys([&](CandidateKey key) {
+        histogram_add(shared.split_histogram, true, static_cast<std::uint32_t>((key - low) >> shift));
+      });
+      __syncthreads();
+      find_rank_bin<split_bins>(shared.split_histogram, k, shared.split);
+      __syncthreads();
+      const BinChoice split = shared.split;
+      keys([&](CandidateKey key) {
+        const auto bin = static_cast<std::uint32_t>((key - low) >> shift);
+        if (bin > split.bin) {
+          add_winner(shared, key, k);
+        } else if (bin == split.bin) {
+          const std::uint32_t slot = atomicAdd(&shared.boundary_found, 1u);
+          if (slot < boundary_capacity) boundary[slot] = key;
+        }
+      });
+      __syncthreads();
+      const std::uint32_t rank = k - split.above;
+      if (split.in_bin <= boundary_capacity) {
+        const KeyArray boundary_keys{boundary, split.in_bin};
+        const CandidateKey threshold = radix_select_threshold(boundary_keys, rank, shared.select);
+        boundary_keys([&](CandidateKey key) {
+          if (key >= threshold) add_winner(shared, key, k);
+        });
+      } else {
+        // A crowded boundary bin (massive ties): exact select over that bin's keys in global memory.
+        const CandidateKey bin_low = low + (static_cast<CandidateKey>(split.bin) << shift);
+        const CandidateKey bin_high = bin_low + ((CandidateKey{1} << shift) - 1);
+        const auto in_boundary = [&](auto&& visit) {
+          keys([&](CandidateKey key) { visit(key >= bin_low && key <= bin_high ? key : no_candidate); });
+        };
+        const CandidateKey threshold = radix_select_threshold(in_boundary, rank, shared.select);
+        in_boundary([&](CandidateKey key) {
+          if (key != no_candidate && key >= threshold) add_winner(shared, key, k);
+        });
+      }
+    }
   }
-  const CandidateKey threshold = radix_select_threshold(keys, problem.k, shared.select);
-  gather_sort_write(keys, threshold, problem.k, group, shared, values, values_stride, indices, indices_stride, counts);
+  sort_and_write(shared, k, group, values, values_stride, indices, indices_stride, counts);
 }
 
 // ---- FullSort baseline kernels -----------------------------------------------------------------
@@ -525,19 +625,21 @@ __global__ inline void take_sorted_kernel(const CandidateKey* sorted, std::size_
   const std::size_t candidates = group_candidates(limits);
   const std::size_t sample = std::min(candidates, max_sample);
   const std::size_t expected = limits.max_k * ((candidates + sample - 1) / sample);
-  const std::size_t wanted = std::max(select_smem_keys, std::min(4 * expected, std::size_t{1} << 21));
+  const std::size_t wanted = std::max(std::size_t{16384}, std::min(4 * expected, std::size_t{1} << 21));
   return std::min(candidates, wanted);
 }
 
 struct EarlyExitScratch {
   CandidateKey* bounds;
+  CandidateKey* survivor_max;
   std::uint32_t* survivor_counts;
   CandidateKey* survivors;
 };
 
 template <class Arena>
 EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit) {
-  return {arena.template take<CandidateKey>(limits.max_groups), arena.template take<std::uint32_t>(limits.max_groups),
+  return {arena.template take<CandidateKey>(limits.max_groups), arena.template take<CandidateKey>(limits.max_groups),
+          arena.template take<std::uint32_t>(limits.max_groups),
           arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits))};
 }
 
@@ -638,43 +740,46 @@ DeviceProblem<T> device_problem(const TopKProblem<T>& problem) {
 }
 
 template <class T>
-void launch_select(const DeviceProblem<T>& problem, const std::uint32_t* survivor_counts, const CandidateKey* survivors,
-                   std::size_t capacity, bool from_input, const TopKResult& result, cudaStream_t stream) {
-  constexpr std::size_t staged_bytes = select_smem_keys * sizeof(CandidateKey);
+void launch_select(const DeviceProblem<T>& problem, SelectSource source, const CandidateKey* bounds, const CandidateKey* survivor_max,
+                   const std::uint32_t* survivor_counts, const CandidateKey* survivors, std::size_t capacity,
+                   const TopKResult& result, cudaStream_t stream) {
+  constexpr std::size_t boundary_bytes = boundary_capacity * sizeof(CandidateKey);
   static const bool configured = [] {
-    XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(staged_bytes)));
+    XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
     return true;
   }();
   (void)configured;
-  select_kernel<T><<<problem.groups, select_threads, staged_bytes, stream>>>(
-      problem, survivor_counts, survivors, capacity, from_input, result.values.data, result.values.row_stride, result.indices.data,
-      result.indices.row_stride, result.counts.data());
+  select_kernel<T><<<problem.groups, select_threads, boundary_bytes, stream>>>(
+      problem, source, bounds, survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
+      result.indices.data, result.indices.row_stride, result.counts.data());
   XGR_CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
                     cudaStream_t stream) {
-  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_counts);
+  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
+                                                                        scratch.survivor_counts);
   XGR_CUDA_CHECK_LAUNCH();
   if (problem.mask == MaskKind::sparse) {
-    filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_counts,
-                                                                         scratch.survivors, capacity);
+    filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
+                                                                         scratch.survivor_counts, scratch.survivors, capacity);
   } else {
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const dim3 grid(problem.rows * tiles_per_row);
     constexpr int vector = 16 / sizeof(T);
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
     if (aligned) {
-      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds,
-                                                                          scratch.survivor_counts, scratch.survivors, capacity);
+      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(
+          problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     } else {
-      filter_dense_kernel<1, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_counts,
-                                                                     scratch.survivors, capacity);
+      filter_dense_kernel<1, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
+                                                                     scratch.survivor_counts, scratch.survivors, capacity);
     }
   }
   XGR_CUDA_CHECK_LAUNCH();
-  launch_select(problem, scratch.survivor_counts, scratch.survivors, capacity, false, result, stream);
+  launch_select(problem, SelectSource::survivors, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
+                capacity, result, stream);
 }
 
 }  // namespace topk::cuda_detail
@@ -705,7 +810,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
   if constexpr (std::is_same_v<Policy, topk::EarlyExit>) {
     topk::cuda_detail::run_early_exit(device, scratch, topk::cuda_detail::survivor_capacity(limits), result, stream);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
-    topk::cuda_detail::launch_select(device, nullptr, nullptr, 0, true, result, stream);
+    topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
+                                     stream);
   } else if constexpr (std::is_same_v<Policy, topk::FullSort>) {
     const std::size_t group_stride = topk::cuda_detail::group_candidates(limits);
     require_argument(groups * group_stride <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "masked_topk(cuda, FullSort)",
@@ -746,7 +852,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
     topk::cuda_detail::gather_row_winners_kernel<T><<<static_cast<unsigned>(groups), 256, 0, stream>>>(
         device, scratch.row_values, scratch.row_indices, scratch.row_counts, group_stride, scratch.merged, scratch.merged_counts);
     XGR_CUDA_CHECK_LAUNCH();
-    topk::cuda_detail::launch_select(device, scratch.merged_counts, scratch.merged, group_stride, false, result, stream);
+    topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::candidate_buffer, nullptr, nullptr, scratch.merged_counts,
+                                     scratch.merged, group_stride, result, stream);
   }
 }
 
