@@ -459,9 +459,23 @@ struct GroupInputKeys {
 struct KeyArray {
   const CandidateKey* keys;
   std::uint32_t count;
+  // Loads a batch of keys per thread before visiting any: one block walks the whole array, so the
+  // pass is bound by how many loads are in flight, not by one L2 latency per key.
+  static constexpr int batch = 8;
   template <class Visit>
   __device__ void operator()(Visit&& visit) const {
-    for (std::uint32_t i = threadIdx.x; i < count; i += blockDim.x) visit(keys[i]);
+    for (std::uint32_t base = threadIdx.x; base < count; base += batch * blockDim.x) {
+      CandidateKey loaded[batch];
+#pragma unroll
+      for (int j = 0; j < batch; ++j) {
+        const std::uint32_t i = base + j * blockDim.x;
+        loaded[j] = i < count ? keys[i] : no_candidate;
+      }
+#pragma unroll
+      for (int j = 0; j < batch; ++j) {
+        if (base + j * blockDim.x < count) visit(loaded[j]);
+      }
+    }
   }
 };
 
