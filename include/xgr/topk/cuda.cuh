@@ -19,7 +19,6 @@
 // directly: slower, still exact.
 #pragma once
 
-#include <cub/block/block_radix_sort.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
@@ -213,21 +212,33 @@ __device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::u
 
 // ---- kernel 1: the bound from a sample ---------------------------------------------------------
 // Positions of a group: rows x vocab (dense, bitset) or the group's sparse entries, in row order.
+// Yields the (row, column) of a position; row = end_row for positions past the end, and for sparse
+// entries whose column is out of range (malformed input is never read out of bounds).
 template <class T>
-__device__ CandidateKey key_at_group_position(const DeviceProblem<T>& problem, std::uint32_t first_row,
-                                              std::uint32_t end_row, std::uint64_t position) {
+__device__ void locate_group_position(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row,
+                                      std::uint64_t position, std::uint32_t& row, std::uint32_t& column) {
+  row = end_row;
+  column = 0;
   if (problem.mask != MaskKind::sparse) {
+    if (position >= static_cast<std::uint64_t>(end_row - first_row) * problem.vocab) return;
     const auto flat = static_cast<std::uint32_t>(position);  // < 2^32: flat indices are 32-bit (validated)
-    return problem.key_at(first_row + flat / problem.vocab, flat % problem.vocab, first_row);
+    row = first_row + flat / problem.vocab;
+    column = flat % problem.vocab;
+    return;
   }
   const std::uint64_t entry = problem.row_ptr[first_row] + position;
+  if (entry >= problem.row_ptr[end_row]) return;
   std::uint32_t low = first_row;
   std::uint32_t high = end_row;  // the row r with row_ptr[r] <= entry < row_ptr[r + 1]
   while (high - low > 1) {
     const std::uint32_t middle = (low + high) / 2;
     if (problem.row_ptr[middle] <= entry) low = middle; else high = middle;
   }
-  return problem.key_at(low, static_cast<std::uint32_t>(entry - problem.row_ptr[low]), first_row);
+  const std::uint32_t sparse_column = problem.columns[entry];
+  if (sparse_column < problem.vocab) {
+    row = low;
+    column = sparse_column;
+  }
 }
 
 template <class T>
@@ -249,16 +260,39 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint64_t sampled_chunks = chunks < sampled_chunks_max ? chunks : sampled_chunks_max;
   constexpr int chunks_per_thread = samples_per_thread / sample_chunk;
 
+  // Locate the sampled positions first and issue their score loads together (half the samples at a
+  // time, to stay within registers), then form the keys: one block samples the whole group, so its
+  // time is the number of dependent memory round trips.
   CandidateKey keys[samples_per_thread];
+  constexpr int half = samples_per_thread / 2;
 #pragma unroll
-  for (int c = 0; c < chunks_per_thread; ++c) {
-    const std::uint64_t sample_index = static_cast<std::uint64_t>(c) * sample_threads + threadIdx.x;
-    // Chunks spread evenly over the group: sample i takes chunk floor(i * chunks / sampled_chunks).
-    const std::uint64_t chunk = sample_index < sampled_chunks ? sample_index * chunks / sampled_chunks : chunks;
+  for (int h = 0; h < 2; ++h) {
+    std::uint32_t sample_row[half];
+    std::uint32_t sample_column[half];
+    T raw[half];
 #pragma unroll
-    for (int i = 0; i < sample_chunk; ++i) {
-      const std::uint64_t position = chunk * sample_chunk + i;
-      keys[c * sample_chunk + i] = position < positions ? key_at_group_position(problem, first_row, end_row, position) : no_candidate;
+    for (int c = 0; c < half / sample_chunk; ++c) {
+      const std::uint64_t sample_index = static_cast<std::uint64_t>(h * (half / sample_chunk) + c) * sample_threads + threadIdx.x;
+      // Chunks spread evenly over the group: sample i takes chunk floor(i * chunks / sampled_chunks).
+      const std::uint64_t chunk = sample_index < sampled_chunks ? sample_index * chunks / sampled_chunks : chunks;
+#pragma unroll
+      for (int i = 0; i < sample_chunk; ++i) {
+        const std::uint64_t position = chunk * sample_chunk + i;
+        locate_group_position(problem, first_row, end_row, position < positions ? position : ~std::uint64_t{0},
+                              sample_row[c * sample_chunk + i], sample_column[c * sample_chunk + i]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < half; ++j) {
+      raw[j] = sample_row[j] < end_row ? problem.scores[sample_row[j] * problem.row_stride + sample_column[j]] : T{};
+    }
+#pragma unroll
+    for (int j = 0; j < half; ++j) {
+      const bool allowed =
+          sample_row[j] < end_row && (problem.mask != MaskKind::bitset || problem.bit_allows(sample_row[j], sample_column[j]));
+      keys[h * half + j] = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
+                                                                     (sample_row[j] - first_row) * problem.vocab + sample_column[j])
+                                   : no_candidate;
     }
   }
   const CandidateKey threshold = radix_select_threshold(
@@ -405,22 +439,27 @@ struct FinalShared {
   std::uint32_t winners_found;
   std::uint32_t boundary_found;
   CandidateKey winners[max_topk_k];
-  typename cub::BlockRadixSort<CandidateKey, select_threads, 1>::TempStorage sort;
 };
 
-// Sorts the gathered winners (exactly min(k, candidates) of them) and writes the group's results.
-__device__ inline void sort_and_write(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
-                                      std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
-                                      std::uint32_t* counts) {
+// Writes the gathered winners (exactly min(k, candidates) distinct keys) in order: each winner's
+// output slot is the number of winners above it, counted against the shared list. For k <= 1024 this
+// is at most 1024 shared-memory broadcasts per thread, cheaper than a 64-bit block radix sort.
+__device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
+                                    std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
+                                    std::uint32_t* counts) {
   __syncthreads();
   const std::uint32_t gathered = shared.winners_found < k ? shared.winners_found : k;
-  CandidateKey item[1] = {threadIdx.x < gathered ? shared.winners[threadIdx.x] : no_candidate};
-  cub::BlockRadixSort<CandidateKey, select_threads, 1>(shared.sort).SortDescending(item);
-  // Blocked arrangement: thread t holds the t-th largest key.
-  if (threadIdx.x < k) {
-    const bool filled = threadIdx.x < gathered;
-    values[group * values_stride + threadIdx.x] = filled ? key_score(item[0]) : -__builtin_huge_valf();
-    indices[group * indices_stride + threadIdx.x] = filled ? key_index(item[0]) : empty_index;
+  for (std::uint32_t i = threadIdx.x; i < k; i += blockDim.x) {
+    if (i < gathered) {
+      const CandidateKey key = shared.winners[i];
+      std::uint32_t rank = 0;
+      for (std::uint32_t j = 0; j < gathered; ++j) rank += shared.winners[j] > key ? 1u : 0u;
+      values[group * values_stride + rank] = key_score(key);
+      indices[group * indices_stride + rank] = key_index(key);
+    } else {
+      values[group * values_stride + i] = -__builtin_huge_valf();
+      indices[group * indices_stride + i] = empty_index;
+    }
   }
   if (threadIdx.x == 0) counts[group] = gathered;
 }
@@ -560,7 +599,7 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
       }
     }
   }
-  sort_and_write(shared, k, group, values, values_stride, indices, indices_stride, counts);
+  write_ranked(shared, k, group, values, values_stride, indices, indices_stride, counts);
 }
 
 // ---- FullSort baseline kernels -----------------------------------------------------------------
