@@ -48,10 +48,11 @@ inline constexpr std::uint32_t sample_slack = 32;
 inline constexpr int filter_threads = 256;
 inline constexpr int filter_elements_per_thread = 16;
 inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
-inline constexpr int select_threads = 1024;
-inline constexpr int radix_bits = 8;  // digit width of the in-block radix select
-inline constexpr int radix_bins = 1 << radix_bits;
-inline constexpr int split_bits = 11;  // the select kernel's first split of [bound, max] over the survivors
+inline constexpr int select_threads = 512;
+// In-block selection splits the current key range [low, high] into split_bins bins of equal width
+// per pass. Splitting the range actually occupied (not fixed digit positions of the key) spreads
+// keys of similar scores over many bins, so plain shared-memory atomics do not pile up on a few.
+inline constexpr int split_bits = 11;
 inline constexpr int split_bins = 1 << split_bits;
 inline constexpr std::uint32_t boundary_capacity = 8192;  // survivors of the boundary bin kept in shared memory
 
@@ -136,7 +137,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   constexpr int bins_per_lane = Bins / 32;
   const int top_bin = Bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
   std::uint32_t lane_sum = 0;
-#pragma unroll 8
+#pragma unroll
   for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[top_bin - i];
   std::uint32_t inclusive = lane_sum;
 #pragma unroll
@@ -163,52 +164,113 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   }
 }
 
-// Adds one to histogram[bin] for every lane with `counted`. Keys cluster in few bins (similar
-// scores share their high bits), so lanes that hit the same bin combine into one atomic; without
-// this the increments serialise on a handful of addresses.
-__device__ inline void histogram_add(std::uint32_t* histogram, bool counted, std::uint32_t bin) {
-  const unsigned peers = __match_any_sync(__activemask(), counted ? bin : 0xffffffffu);
-  if (counted && (threadIdx.x % 32) == static_cast<unsigned>(__ffs(static_cast<int>(peers)) - 1)) {
-    atomicAdd(&histogram[bin], static_cast<std::uint32_t>(__popc(peers)));
-  }
-}
-
 struct SelectShared {
-  std::uint32_t histogram[radix_bins];
+  alignas(16) std::uint32_t histogram[split_bins];
   BinChoice choice;
+  unsigned long long low;
+  unsigned long long high;
+  std::uint32_t count;
 };
 
-// Returns a threshold T with at least k of the enumerated keys >= T, or 1 (every key) when there
-// are fewer than k. With slack = 0, exactly k keys are >= T (keys are distinct). With slack > 0 the
-// digit passes stop as soon as at most k + slack keys are >= T: a cheaper, still valid lower bound
-// of the k-th key. `for_each_key(f)` calls f(key) on this thread's share of the keys, the same share
-// on every call; no_candidate keys are ignored.
+// Block-wide minimum, maximum and count of the enumerated keys (no_candidate ignored).
 template <class ForEachKey>
-__device__ CandidateKey radix_select_threshold(ForEachKey&& for_each_key, std::uint32_t k, SelectShared& shared,
-                                               std::uint32_t slack = 0) {
-  CandidateKey prefix = 0;
-  std::uint32_t remaining = k;
-  for (int shift = 64 - radix_bits; shift >= 0; shift -= radix_bits) {
-    for (int bin = static_cast<int>(threadIdx.x); bin < radix_bins; bin += static_cast<int>(blockDim.x)) shared.histogram[bin] = 0;
+__device__ void key_range(ForEachKey&& for_each_key, SelectShared& shared) {
+  if (threadIdx.x == 0) {
+    shared.low = ~0ull;
+    shared.high = 0;
+    shared.count = 0;
+  }
+  __syncthreads();
+  CandidateKey low = ~CandidateKey{0};
+  CandidateKey high = 0;
+  std::uint32_t count = 0;
+  for_each_key([&](CandidateKey key) {
+    if (key == no_candidate) return;
+    low = key < low ? key : low;
+    high = key > high ? key : high;
+    ++count;
+  });
+#pragma unroll
+  for (int delta = 16; delta > 0; delta /= 2) {
+    const CandidateKey other_low = __shfl_xor_sync(0xffffffffu, low, delta);
+    const CandidateKey other_high = __shfl_xor_sync(0xffffffffu, high, delta);
+    low = other_low < low ? other_low : low;
+    high = other_high > high ? other_high : high;
+    count += __shfl_xor_sync(0xffffffffu, count, delta);
+  }
+  if (threadIdx.x % 32 == 0 && count != 0) {
+    atomicMin(&shared.low, low);
+    atomicMax(&shared.high, high);
+    atomicAdd(&shared.count, count);
+  }
+  __syncthreads();
+}
+
+// Returns a threshold T with at least k of the enumerated keys >= T, or 1 (every key) when there
+// are fewer than k. With slack = 0 exactly k keys are >= T (keys are distinct); with slack > 0 the
+// passes stop once at most k + slack keys are >= T: a cheaper, still valid lower bound of the k-th.
+// Every key must lie in [low, high] (pass range_known = false to measure them first).
+// `for_each_key(f)` calls f(key) on this thread's share of the keys, the same share on every call.
+template <class ForEachKey>
+__device__ CandidateKey select_threshold(ForEachKey&& for_each_key, std::uint32_t k, SelectShared& shared, std::uint32_t slack,
+                                         bool range_known, CandidateKey low, CandidateKey high) {
+  if (!range_known) {
+    key_range(for_each_key, shared);
+    const std::uint32_t count = shared.count;
+    low = shared.low;
+    high = shared.high;
     __syncthreads();
-    const CandidateKey high_mask = shift + radix_bits >= 64 ? 0 : (~CandidateKey{0} << (shift + radix_bits));
+    if (count < k) return 1;  // fewer than k candidates: take them all
+    if (count <= k + slack) return low;
+  }
+  std::uint32_t remaining = k;
+  for (;;) {
+    const CandidateKey span = high - low;
+    const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
+    const int shift = significant > split_bits ? significant - split_bits : 0;
+    for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.histogram[bin] = 0;
+    __syncthreads();
     for_each_key([&](CandidateKey key) {
-      const bool counted = key != no_candidate && (key & high_mask) == prefix;
-      histogram_add(shared.histogram, counted, static_cast<std::uint32_t>(key >> shift) & (radix_bins - 1));
+      if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[(key - low) >> shift], 1u);
     });
     __syncthreads();
-    find_rank_bin<radix_bins>(shared.histogram, remaining, shared.choice);
+    find_rank_bin<split_bins>(shared.histogram, remaining, shared.choice);
     __syncthreads();
-    if (shared.choice.too_few != 0) return 1;  // only possible on the first pass: fewer than k candidates
-    prefix |= static_cast<CandidateKey>(shared.choice.bin) << shift;
-    remaining -= shared.choice.above;
-    // Every key with this prefix is taken: keys >= prefix number (k - remaining) + in_bin.
-    const bool done = shared.choice.in_bin <= remaining + slack;
+    const BinChoice choice = shared.choice;
     __syncthreads();  // everyone has read `shared` before the next pass reuses it
-    if (done) return prefix;
+    if (choice.too_few != 0) return 1;  // only when the caller's count was wrong; take everything
+    low += static_cast<CandidateKey>(choice.bin) << shift;
+    remaining -= choice.above;
+    // Keys >= low: those above this range (already taken), `above` in it, and the whole bin.
+    if (choice.in_bin <= remaining + slack || shift == 0) return low;
+    const CandidateKey bin_high = low + ((CandidateKey{1} << shift) - 1);
+    high = bin_high < high ? bin_high : high;
   }
-  return prefix;
 }
+
+// A key array walked by the whole block.
+struct KeyArray {
+  const CandidateKey* keys;
+  std::uint32_t count;
+  // Loads a batch of keys per thread before visiting any: one block walks the whole array, so the
+  // pass is bound by how many loads are in flight, not by one L2 latency per key.
+  static constexpr int batch = 8;
+  template <class Visit>
+  __device__ void operator()(Visit&& visit) const {
+    for (std::uint32_t base = threadIdx.x; base < count; base += batch * blockDim.x) {
+      CandidateKey loaded[batch];
+#pragma unroll
+      for (int j = 0; j < batch; ++j) {
+        const std::uint32_t i = base + j * blockDim.x;
+        loaded[j] = i < count ? keys[i] : no_candidate;
+      }
+#pragma unroll
+      for (int j = 0; j < batch; ++j) {
+        if (base + j * blockDim.x < count) visit(loaded[j]);
+      }
+    }
+  }
+};
 
 // ---- kernel 1: the bound from a sample ---------------------------------------------------------
 // Positions of a group: rows x vocab (dense, bitset) or the group's sparse entries, in row order.
@@ -226,8 +288,8 @@ __device__ void locate_group_position(const DeviceProblem<T>& problem, std::uint
     column = flat % problem.vocab;
     return;
   }
+  if (position >= problem.row_ptr[end_row] - problem.row_ptr[first_row]) return;
   const std::uint64_t entry = problem.row_ptr[first_row] + position;
-  if (entry >= problem.row_ptr[end_row]) return;
   std::uint32_t low = first_row;
   std::uint32_t high = end_row;  // the row r with row_ptr[r] <= entry < row_ptr[r + 1]
   while (high - low > 1) {
@@ -250,6 +312,7 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
                                                                        CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+  extern __shared__ CandidateKey sample_keys[];  // max_sample keys: sample slot j of thread t at j * sample_threads + t
   __shared__ SelectShared shared;
   const std::uint32_t group = blockIdx.x;
   const std::uint32_t first_row = problem.group_begin(group);
@@ -263,7 +326,6 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   // Locate the sampled positions first and issue their score loads together (half the samples at a
   // time, to stay within registers), then form the keys: one block samples the whole group, so its
   // time is the number of dependent memory round trips.
-  CandidateKey keys[samples_per_thread];
   constexpr int half = samples_per_thread / 2;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -290,17 +352,14 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
     for (int j = 0; j < half; ++j) {
       const bool allowed =
           sample_row[j] < end_row && (problem.mask != MaskKind::bitset || problem.bit_allows(sample_row[j], sample_column[j]));
-      keys[h * half + j] = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
+      sample_keys[(h * half + j) * sample_threads + threadIdx.x] = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
                                                                      (sample_row[j] - first_row) * problem.vocab + sample_column[j])
                                    : no_candidate;
     }
   }
-  const CandidateKey threshold = radix_select_threshold(
-      [&](auto&& visit) {
-#pragma unroll
-        for (int i = 0; i < samples_per_thread; ++i) visit(keys[i]);
-      },
-      problem.k, shared, sampled_chunks < chunks ? sample_slack : 0u);
+  __syncthreads();
+  const CandidateKey threshold = select_threshold(KeyArray{sample_keys, static_cast<std::uint32_t>(max_sample)}, problem.k, shared,
+                                                  sampled_chunks < chunks ? sample_slack : 0u, false, 0, 0);
   if (threadIdx.x == 0) {
     bounds[group] = threshold;
     survivor_max[group] = 0;
@@ -365,6 +424,9 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   const float offset = problem.offset(row);
   const T* row_scores = problem.scores + row * problem.row_stride;
   const std::uint32_t flat_base = (row - first_row) * problem.vocab;
+  // A key >= bound needs a score >= the bound's score (keys order by score first). Bound 1 admits
+  // every selectable candidate.
+  const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
   CandidateKey kept[filter_elements_per_thread];
@@ -386,8 +448,10 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
     for (int i = 0; i < Vector; ++i) {
       const std::uint32_t column = column0 + i;
       CandidateKey key = no_candidate;
-      if (column < problem.vocab && ((mask_word >> (column % 32)) & 1u)) {
-        key = DeviceProblem<T>::candidate_key(to_float(values.element[i]) + offset, flat_base + column);
+      const float score = to_float(values.element[i]) + offset;
+      // Almost every candidate fails the float comparison; only the few that pass pay for a key.
+      if (score >= bound_score && column < problem.vocab && ((mask_word >> (column % 32)) & 1u)) {
+        key = DeviceProblem<T>::candidate_key(score, flat_base + column);
       }
       const bool keep = key >= bound && key != no_candidate;
       kept[v * Vector + i] = keep ? key : no_candidate;
@@ -434,8 +498,6 @@ __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DevicePro
 // ---- kernel 3: exact selection -----------------------------------------------------------------
 struct FinalShared {
   SelectShared select;
-  std::uint32_t split_histogram[split_bins];
-  BinChoice split;
   std::uint32_t winners_found;
   std::uint32_t boundary_found;
   CandidateKey winners[max_topk_k];
@@ -472,7 +534,7 @@ __device__ inline void add_winner(FinalShared& shared, CandidateKey key, std::ui
 // Generic exact selection over any re-enumerable key set (the input itself, or a key array).
 template <class ForEachKey>
 __device__ void select_exact(ForEachKey&& for_each_key, std::uint32_t k, FinalShared& shared) {
-  const CandidateKey threshold = radix_select_threshold(for_each_key, k, shared.select);
+  const CandidateKey threshold = select_threshold(for_each_key, k, shared.select, 0, false, 0, 0);
   for_each_key([&](CandidateKey key) {
     if (key != no_candidate && key >= threshold) add_winner(shared, key, k);  // exactly min(k, valid) qualify
   });
@@ -495,28 +557,6 @@ struct GroupInputKeys {
   }
 };
 
-struct KeyArray {
-  const CandidateKey* keys;
-  std::uint32_t count;
-  // Loads a batch of keys per thread before visiting any: one block walks the whole array, so the
-  // pass is bound by how many loads are in flight, not by one L2 latency per key.
-  static constexpr int batch = 8;
-  template <class Visit>
-  __device__ void operator()(Visit&& visit) const {
-    for (std::uint32_t base = threadIdx.x; base < count; base += batch * blockDim.x) {
-      CandidateKey loaded[batch];
-#pragma unroll
-      for (int j = 0; j < batch; ++j) {
-        const std::uint32_t i = base + j * blockDim.x;
-        loaded[j] = i < count ? keys[i] : no_candidate;
-      }
-#pragma unroll
-      for (int j = 0; j < batch; ++j) {
-        if (base + j * blockDim.x < count) visit(loaded[j]);
-      }
-    }
-  }
-};
 
 enum class SelectSource : std::uint8_t {
   input,              // select over the group's input (NoEarlyExit)
@@ -543,7 +583,7 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
     shared.winners_found = 0;
     shared.boundary_found = 0;
   }
-  for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.split_histogram[bin] = 0;
+  for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.select.histogram[bin] = 0;
   __syncthreads();
 
   const std::uint32_t found = source == SelectSource::input ? 0 : survivor_counts[group];
@@ -558,16 +598,16 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
       keys([&](CandidateKey key) { add_winner(shared, key, k); });
     } else {
       const CandidateKey low = bounds[group];
-      const CandidateKey span = survivor_max[group] - low;
+      const CandidateKey high = survivor_max[group];
+      const CandidateKey span = high - low;
       const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
       const int shift = significant > split_bits ? significant - split_bits : 0;
-      keys([&](CandidateKey key) {
-        histogram_add(shared.split_histogram, true, static_cast<std::uint32_t>((key - low) >> shift));
-      });
+      keys([&](CandidateKey key) { atomicAdd(&shared.select.histogram[(key - low) >> shift], 1u); });
       __syncthreads();
-      find_rank_bin<split_bins>(shared.split_histogram, k, shared.split);
+      find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.choice);
       __syncthreads();
-      const BinChoice split = shared.split;
+      const BinChoice split = shared.select.choice;
+      __syncthreads();
       keys([&](CandidateKey key) {
         const auto bin = static_cast<std::uint32_t>((key - low) >> shift);
         if (bin > split.bin) {
@@ -579,20 +619,21 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
       });
       __syncthreads();
       const std::uint32_t rank = k - split.above;
+      const CandidateKey bin_low = low + (static_cast<CandidateKey>(split.bin) << shift);
+      const CandidateKey bin_high = bin_low + ((CandidateKey{1} << shift) - 1) < high ? bin_low + ((CandidateKey{1} << shift) - 1) : high;
       if (split.in_bin <= boundary_capacity) {
         const KeyArray boundary_keys{boundary, split.in_bin};
-        const CandidateKey threshold = radix_select_threshold(boundary_keys, rank, shared.select);
+        const CandidateKey threshold =
+            split.in_bin == rank ? bin_low : select_threshold(boundary_keys, rank, shared.select, 0, true, bin_low, bin_high);
         boundary_keys([&](CandidateKey key) {
           if (key >= threshold) add_winner(shared, key, k);
         });
       } else {
-        // A crowded boundary bin (massive ties): exact select over that bin's keys in global memory.
-        const CandidateKey bin_low = low + (static_cast<CandidateKey>(split.bin) << shift);
-        const CandidateKey bin_high = bin_low + ((CandidateKey{1} << shift) - 1);
+        // A crowded boundary bin: exact select over that bin's keys in global memory.
         const auto in_boundary = [&](auto&& visit) {
           keys([&](CandidateKey key) { visit(key >= bin_low && key <= bin_high ? key : no_candidate); });
         };
-        const CandidateKey threshold = radix_select_threshold(in_boundary, rank, shared.select);
+        const CandidateKey threshold = select_threshold(in_boundary, rank, shared.select, 0, true, bin_low, bin_high);
         in_boundary([&](CandidateKey key) {
           if (key != no_candidate && key >= threshold) add_winner(shared, key, k);
         });
@@ -811,8 +852,14 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
 template <class T>
 void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
                     cudaStream_t stream) {
-  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
-                                                                        scratch.survivor_counts);
+  constexpr std::size_t sample_bytes = max_sample * sizeof(CandidateKey);
+  static const bool configured = [] {
+    XGR_CUDA_CHECK(cudaFuncSetAttribute(sample_bound_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sample_bytes)));
+    return true;
+  }();
+  (void)configured;
+  sample_bound_kernel<T><<<problem.groups, sample_threads, sample_bytes, stream>>>(problem, scratch.bounds, scratch.survivor_max,
+                                                                                   scratch.survivor_counts);
   XGR_CUDA_CHECK_LAUNCH();
   if (problem.mask == MaskKind::sparse) {
     filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
