@@ -254,7 +254,7 @@ struct KeyArray {
   std::uint32_t count;
   // Loads a batch of keys per thread before visiting any: one block walks the whole array, so the
   // pass is bound by how many loads are in flight, not by one L2 latency per key.
-  static constexpr int batch = 8;
+  static constexpr int batch = 12;
   template <class Visit>
   __device__ void operator()(Visit&& visit) const {
     for (std::uint32_t base = threadIdx.x; base < count; base += batch * blockDim.x) {
@@ -314,6 +314,7 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
                                                                        CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   extern __shared__ CandidateKey sample_keys[];  // max_sample keys: sample slot j of thread t at j * sample_threads + t
   __shared__ SelectShared shared;
+  __shared__ CandidateKey thread_maxima[sample_threads];
   const std::uint32_t group = blockIdx.x;
   const std::uint32_t first_row = problem.group_begin(group);
   const std::uint32_t end_row = problem.group_end(group);
@@ -358,8 +359,27 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
     }
   }
   __syncthreads();
-  const CandidateKey threshold = select_threshold(KeyArray{sample_keys, static_cast<std::uint32_t>(max_sample)}, problem.k, shared,
-                                                  sampled_chunks < chunks ? sample_slack : 0u, false, 0, 0);
+  // Coarse bound first: the k-th largest of the threads' own maxima. Those k maxima are k distinct
+  // sample keys, so it is already a valid bound, and it sits near the sample's k-th (a thread's max
+  // beats it about as often as k / threads). Restricting the exact pass to [coarse, max] keeps the
+  // bulk of the sample, which crowds into a few bins of the full range, out of the histogram.
+  CandidateKey own_max = no_candidate;
+#pragma unroll
+  for (int j = 0; j < samples_per_thread; ++j) {
+    const CandidateKey key = sample_keys[j * sample_threads + threadIdx.x];
+    own_max = key > own_max ? key : own_max;
+  }
+  thread_maxima[threadIdx.x] = own_max;
+  __syncthreads();
+  const KeyArray maxima{thread_maxima, sample_threads};
+  key_range(maxima, shared);
+  const CandidateKey sample_max = shared.high;
+  __syncthreads();
+  const CandidateKey coarse = select_threshold(maxima, problem.k, shared, 0, false, 0, 0);
+  const KeyArray sample{sample_keys, static_cast<std::uint32_t>(max_sample)};
+  const std::uint32_t slack = sampled_chunks < chunks ? sample_slack : 0u;
+  const CandidateKey threshold = coarse > 1 ? select_threshold(sample, problem.k, shared, slack, true, coarse, sample_max)
+                                            : select_threshold(sample, problem.k, shared, slack, false, 0, 0);
   if (threadIdx.x == 0) {
     bounds[group] = threshold;
     survivor_max[group] = 0;
@@ -429,45 +449,67 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
-  CandidateKey kept[filter_elements_per_thread];
-  CandidateKey best = no_candidate;
-  std::uint32_t count = 0;
+  // All loads first, branch-free, so that every thread has its whole tile in flight at once; the
+  // rare partial vector at the end of a row is patched afterwards.
+  VectorOf<Vector, T> values[vectors_per_thread];
+  std::uint32_t mask_words[vectors_per_thread];
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
     const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
-    VectorOf<Vector, T> values;
-    if (column0 + Vector <= problem.vocab) {
-      values = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
-    } else {
-#pragma unroll
-      for (int i = 0; i < Vector; ++i) values.element[i] = column0 + i < problem.vocab ? row_scores[column0 + i] : T{};
+    values[v] = VectorOf<Vector, T>{};
+    if (column0 + Vector <= problem.vocab) values[v] = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
+    mask_words[v] = ~0u;
+    if (problem.mask == MaskKind::bitset && column0 < problem.vocab) {
+      mask_words[v] = problem.mask_bits[row * problem.mask_row_words + column0 / 32];
     }
-    const std::uint32_t mask_word =
-        problem.mask == MaskKind::bitset && column0 < problem.vocab ? problem.mask_bits[row * problem.mask_row_words + column0 / 32] : ~0u;
+  }
+#pragma unroll
+  for (int v = 0; v < vectors_per_thread; ++v) {
+    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+    if (column0 < problem.vocab && column0 + Vector > problem.vocab) {
+      for (int i = 0; i < Vector; ++i) {
+        if (column0 + i < problem.vocab) values[v].element[i] = row_scores[column0 + i];
+      }
+    }
+  }
+
+  // Survivors are remembered as a bit per element (their keys are re-formed when written), which
+  // keeps the register footprint, and with it the number of resident warps, where streaming needs it.
+  std::uint32_t kept = 0;
+  CandidateKey best = no_candidate;
+#pragma unroll
+  for (int v = 0; v < vectors_per_thread; ++v) {
+    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
 #pragma unroll
     for (int i = 0; i < Vector; ++i) {
       const std::uint32_t column = column0 + i;
-      CandidateKey key = no_candidate;
-      const float score = to_float(values.element[i]) + offset;
+      const float score = to_float(values[v].element[i]) + offset;
       // Almost every candidate fails the float comparison; only the few that pass pay for a key.
-      if (score >= bound_score && column < problem.vocab && ((mask_word >> (column % 32)) & 1u)) {
-        key = DeviceProblem<T>::candidate_key(score, flat_base + column);
+      if (score >= bound_score && column < problem.vocab && ((mask_words[v] >> (column % 32)) & 1u)) {
+        const CandidateKey key = DeviceProblem<T>::candidate_key(score, flat_base + column);
+        if (key != no_candidate && key >= bound) {
+          kept |= 1u << (v * Vector + i);
+          best = key > best ? key : best;
+        }
       }
-      const bool keep = key >= bound && key != no_candidate;
-      kept[v * Vector + i] = keep ? key : no_candidate;
-      count += keep ? 1u : 0u;
-      best = keep && key > best ? key : best;
     }
   }
+  const auto count = static_cast<std::uint32_t>(__popc(kept));
   std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
   if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
   if (count == 0) return;
   CandidateKey* out = survivors + group * capacity;
 #pragma unroll
-  for (int i = 0; i < filter_elements_per_thread; ++i) {
-    if (kept[i] != no_candidate) {
-      if (slot < capacity) out[slot] = kept[i];
-      ++slot;
+  for (int v = 0; v < vectors_per_thread; ++v) {
+    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+#pragma unroll
+    for (int i = 0; i < Vector; ++i) {
+      if ((kept >> (v * Vector + i)) & 1u) {
+        if (slot < capacity) {
+          out[slot] = DeviceProblem<T>::candidate_key(to_float(values[v].element[i]) + offset, flat_base + column0 + i);
+        }
+        ++slot;
+      }
     }
   }
 }
