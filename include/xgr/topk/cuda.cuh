@@ -254,7 +254,7 @@ struct KeyArray {
   std::uint32_t count;
   // Loads a batch of keys per thread before visiting any: one block walks the whole array, so the
   // pass is bound by how many loads are in flight, not by one L2 latency per key.
-  static constexpr int batch = 12;
+  static constexpr int batch = 8;
   template <class Visit>
   __device__ void operator()(Visit&& visit) const {
     for (std::uint32_t base = threadIdx.x; base < count; base += batch * blockDim.x) {
