@@ -42,9 +42,6 @@ inline constexpr int sample_threads = 512;
 inline constexpr int samples_per_thread = 32;  // keys held in registers by each sampling thread
 inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
 inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
-// A partial sample's bound needs no more precision than this many extra sample keys: each lets about
-// (group / sample) extra candidates through, and stopping early saves digit passes.
-inline constexpr std::uint32_t sample_slack = 32;
 inline constexpr int filter_threads = 256;
 inline constexpr int filter_elements_per_thread = 16;
 inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
@@ -312,9 +309,8 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
                                                                        CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
-  extern __shared__ CandidateKey sample_keys[];  // max_sample keys: sample slot j of thread t at j * sample_threads + t
   __shared__ SelectShared shared;
-  __shared__ CandidateKey thread_maxima[sample_threads];
+  __shared__ CandidateKey thread_best[2 * sample_threads];
   const std::uint32_t group = blockIdx.x;
   const std::uint32_t first_row = problem.group_begin(group);
   const std::uint32_t end_row = problem.group_end(group);
@@ -327,6 +323,8 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   // Locate the sampled positions first and issue their score loads together (half the samples at a
   // time, to stay within registers), then form the keys: one block samples the whole group, so its
   // time is the number of dependent memory round trips.
+  CandidateKey best = no_candidate;
+  CandidateKey second = no_candidate;
   constexpr int half = samples_per_thread / 2;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -353,33 +351,25 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
     for (int j = 0; j < half; ++j) {
       const bool allowed =
           sample_row[j] < end_row && (problem.mask != MaskKind::bitset || problem.bit_allows(sample_row[j], sample_column[j]));
-      sample_keys[(h * half + j) * sample_threads + threadIdx.x] = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
-                                                                     (sample_row[j] - first_row) * problem.vocab + sample_column[j])
-                                   : no_candidate;
+      const CandidateKey key = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
+                                                                        (sample_row[j] - first_row) * problem.vocab + sample_column[j])
+                                       : no_candidate;
+      if (key > best) {
+        second = best;
+        best = key;
+      } else if (key > second) {
+        second = key;
+      }
     }
   }
+  // The bound: the k-th largest of the threads' two best sample keys. Those are distinct candidates
+  // of the group, so at least k candidates reach it; and it sits near the sample's own k-th (a
+  // thread's best two beat it about as often as k / (2 x threads)), at a fraction of the cost of
+  // selecting over the whole sample with one block.
+  thread_best[threadIdx.x] = best;
+  thread_best[sample_threads + threadIdx.x] = second;
   __syncthreads();
-  // Coarse bound first: the k-th largest of the threads' own maxima. Those k maxima are k distinct
-  // sample keys, so it is already a valid bound, and it sits near the sample's k-th (a thread's max
-  // beats it about as often as k / threads). Restricting the exact pass to [coarse, max] keeps the
-  // bulk of the sample, which crowds into a few bins of the full range, out of the histogram.
-  CandidateKey own_max = no_candidate;
-#pragma unroll
-  for (int j = 0; j < samples_per_thread; ++j) {
-    const CandidateKey key = sample_keys[j * sample_threads + threadIdx.x];
-    own_max = key > own_max ? key : own_max;
-  }
-  thread_maxima[threadIdx.x] = own_max;
-  __syncthreads();
-  const KeyArray maxima{thread_maxima, sample_threads};
-  key_range(maxima, shared);
-  const CandidateKey sample_max = shared.high;
-  __syncthreads();
-  const CandidateKey coarse = select_threshold(maxima, problem.k, shared, 0, false, 0, 0);
-  const KeyArray sample{sample_keys, static_cast<std::uint32_t>(max_sample)};
-  const std::uint32_t slack = sampled_chunks < chunks ? sample_slack : 0u;
-  const CandidateKey threshold = coarse > 1 ? select_threshold(sample, problem.k, shared, slack, true, coarse, sample_max)
-                                            : select_threshold(sample, problem.k, shared, slack, false, 0, 0);
+  const CandidateKey threshold = select_threshold(KeyArray{thread_best, 2 * sample_threads}, problem.k, shared, 0, false, 0, 0);
   if (threadIdx.x == 0) {
     bounds[group] = threshold;
     survivor_max[group] = 0;
@@ -438,7 +428,7 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   const std::uint32_t tile = blockIdx.x % tiles_per_row;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
-  const CandidateKey bound = bounds[group];
+  CandidateKey bound = bounds[group];
   if (row_cannot_reach(problem, row, bound)) return;  // early exit: the whole row is below the k-th bound
   const std::uint32_t first_row = problem.group_begin(group);
   const float offset = problem.offset(row);
@@ -446,6 +436,9 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   const std::uint32_t flat_base = (row - first_row) * problem.vocab;
   // A key >= bound needs a score >= the bound's score (keys order by score first). Bound 1 admits
   // every selectable candidate.
+  // High word ordered(-0.0) belongs to no key (scores fold -0.0 into +0.0): lift such a bound to the
+  // first +0.0 key, an equivalent bound whose score compares correctly as a float.
+  if ((bound >> 32) == 0x7fffffffu) bound = CandidateKey{0x80000000u} << 32;
   const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
@@ -473,10 +466,13 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
     }
   }
 
-  // Survivors are remembered as a bit per element (their keys are re-formed when written), which
-  // keeps the register footprint, and with it the number of resident warps, where streaming needs it.
+  // Survivors are remembered as a bit per element (their keys are formed only when written), which
+  // keeps both the instruction count per element and the register footprint low: the pass must
+  // stream at memory speed. A key is >= bound exactly when its score beats the bound's score, or
+  // ties it and has an index no larger than the bound's.
+  const auto bound_low = static_cast<std::uint32_t>(bound);
+  const bool bound_admits_ties = bound_score > -__builtin_huge_valf();
   std::uint32_t kept = 0;
-  CandidateKey best = no_candidate;
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
     const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
@@ -484,34 +480,32 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
     for (int i = 0; i < Vector; ++i) {
       const std::uint32_t column = column0 + i;
       const float score = to_float(values[v].element[i]) + offset;
-      // Almost every candidate fails the float comparison; only the few that pass pay for a key.
-      if (score >= bound_score && column < problem.vocab && ((mask_words[v] >> (column % 32)) & 1u)) {
-        const CandidateKey key = DeviceProblem<T>::candidate_key(score, flat_base + column);
-        if (key != no_candidate && key >= bound) {
-          kept |= 1u << (v * Vector + i);
-          best = key > best ? key : best;
-        }
-      }
+      const bool beats = score > bound_score ||
+                         (score == bound_score && bound_admits_ties && ~(flat_base + column) >= bound_low);
+      const bool keep = beats && column < problem.vocab && ((mask_words[v] >> (column % 32)) & 1u);
+      kept |= keep ? 1u << (v * Vector + i) : 0u;
     }
   }
   const auto count = static_cast<std::uint32_t>(__popc(kept));
   std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
-  if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
-  if (count == 0) return;
+  CandidateKey best = no_candidate;
   CandidateKey* out = survivors + group * capacity;
+  if (count != 0) {
 #pragma unroll
-  for (int v = 0; v < vectors_per_thread; ++v) {
-    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+    for (int v = 0; v < vectors_per_thread; ++v) {
+      const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
 #pragma unroll
-    for (int i = 0; i < Vector; ++i) {
-      if ((kept >> (v * Vector + i)) & 1u) {
-        if (slot < capacity) {
-          out[slot] = DeviceProblem<T>::candidate_key(to_float(values[v].element[i]) + offset, flat_base + column0 + i);
+      for (int i = 0; i < Vector; ++i) {
+        if ((kept >> (v * Vector + i)) & 1u) {
+          const CandidateKey key = make_key(to_float(values[v].element[i]) + offset, flat_base + column0 + i);
+          best = key > best ? key : best;
+          if (slot < capacity) out[slot] = key;
+          ++slot;
         }
-        ++slot;
       }
     }
   }
+  if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
 }
 
 // Sparse masks: one block per row, gathering the allowed columns.
@@ -894,13 +888,7 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
 template <class T>
 void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
                     cudaStream_t stream) {
-  constexpr std::size_t sample_bytes = max_sample * sizeof(CandidateKey);
-  static const bool configured = [] {
-    XGR_CUDA_CHECK(cudaFuncSetAttribute(sample_bound_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sample_bytes)));
-    return true;
-  }();
-  (void)configured;
-  sample_bound_kernel<T><<<problem.groups, sample_threads, sample_bytes, stream>>>(problem, scratch.bounds, scratch.survivor_max,
+  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
                                                                                    scratch.survivor_counts);
   XGR_CUDA_CHECK_LAUNCH();
   if (problem.mask == MaskKind::sparse) {
