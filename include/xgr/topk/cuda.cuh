@@ -318,7 +318,6 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint64_t chunks = (positions + sample_chunk - 1) / sample_chunk;
   constexpr std::uint64_t sampled_chunks_max = max_sample / sample_chunk;
   const std::uint64_t sampled_chunks = chunks < sampled_chunks_max ? chunks : sampled_chunks_max;
-  constexpr int chunks_per_thread = samples_per_thread / sample_chunk;
 
   // Locate the sampled positions first and issue their score loads together (half the samples at a
   // time, to stay within registers), then form the keys: one block samples the whole group, so its
@@ -727,7 +726,9 @@ __global__ void materialize_sparse_keys_kernel(DeviceProblem<T> problem, std::si
   }
 }
 
-__global__ inline void take_sorted_kernel(const CandidateKey* sorted, std::size_t group_stride, std::uint32_t k, float* values,
+// A template (like every kernel here) so that the header can be included by several translation units.
+template <class Key>
+__global__ void take_sorted_kernel(const Key* sorted, std::size_t group_stride, std::uint32_t k, float* values,
                                           std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
                                           std::uint32_t* counts, const std::uint32_t* segment_begin, const std::uint32_t* segment_end) {
   __shared__ std::uint32_t valid;
@@ -960,7 +961,7 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
     XGR_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
         scratch.cub_storage, cub_bytes, scratch.keys, scratch.sorted, static_cast<int>(groups * group_stride), static_cast<int>(groups),
         scratch.segment_begin, scratch.segment_end, 0, 64, stream));
-    topk::cuda_detail::take_sorted_kernel<<<static_cast<unsigned>(groups), 256, 0, stream>>>(
+    topk::cuda_detail::take_sorted_kernel<topk::CandidateKey><<<static_cast<unsigned>(groups), 256, 0, stream>>>(
         scratch.sorted, group_stride, device.k, result.values.data, result.values.row_stride, result.indices.data,
         result.indices.row_stride, result.counts.data(), scratch.segment_begin, scratch.segment_end);
     XGR_CUDA_CHECK_LAUNCH();
