@@ -125,7 +125,12 @@ struct BinChoice {
   std::uint32_t too_few;  // fewer than `rank` keys in all bins
 };
 
-// Warp 0 finds the bin holding the rank-th largest key (rank >= 1) of a histogram.
+// Histograms are stored with one padding word after every 32 bins: warp 0 reads each lane's run of
+// consecutive bins in lockstep, and without the padding all 32 lanes would hit the same bank.
+__device__ constexpr std::uint32_t histogram_slot(std::uint32_t bin) { return bin + (bin >> 5); }
+inline constexpr int histogram_words = split_bins + split_bins / 32;
+
+// Warp 0 finds the bin holding the rank-th largest key (rank >= 1) of a (padded) histogram.
 template <int Bins>
 __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank, BinChoice& choice) {
   static_assert(Bins % 32 == 0);
@@ -135,7 +140,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   const int top_bin = Bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
   std::uint32_t lane_sum = 0;
 #pragma unroll
-  for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[top_bin - i];
+  for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[histogram_slot(static_cast<std::uint32_t>(top_bin - i))];
   std::uint32_t inclusive = lane_sum;
 #pragma unroll
   for (int delta = 1; delta < 32; delta *= 2) {
@@ -149,7 +154,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   if (crossing != 0 && lane == static_cast<unsigned>(__ffs(static_cast<int>(crossing)) - 1)) {
     std::uint32_t above = exclusive;
     for (int i = 0; i < bins_per_lane; ++i) {
-      const std::uint32_t count = histogram[top_bin - i];
+      const std::uint32_t count = histogram[histogram_slot(static_cast<std::uint32_t>(top_bin - i))];
       if (above + count >= rank) {
         choice.bin = static_cast<std::uint32_t>(top_bin - i);
         choice.above = above;
@@ -162,7 +167,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
 }
 
 struct SelectShared {
-  alignas(16) std::uint32_t histogram[split_bins];
+  std::uint32_t histogram[histogram_words];
   BinChoice choice;
   unsigned long long low;
   unsigned long long high;
@@ -225,10 +230,10 @@ __device__ CandidateKey select_threshold(ForEachKey&& for_each_key, std::uint32_
     const CandidateKey span = high - low;
     const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
     const int shift = significant > split_bits ? significant - split_bits : 0;
-    for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.histogram[bin] = 0;
+    for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += static_cast<int>(blockDim.x)) shared.histogram[word] = 0;
     __syncthreads();
     for_each_key([&](CandidateKey key) {
-      if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[(key - low) >> shift], 1u);
+      if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
     });
     __syncthreads();
     find_rank_bin<split_bins>(shared.histogram, remaining, shared.choice);
@@ -618,7 +623,9 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
     shared.winners_found = 0;
     shared.boundary_found = 0;
   }
-  for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) shared.select.histogram[bin] = 0;
+  for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += static_cast<int>(blockDim.x)) {
+    shared.select.histogram[word] = 0;
+  }
   __syncthreads();
 
   const std::uint32_t found = source == SelectSource::input ? 0 : survivor_counts[group];
@@ -637,7 +644,9 @@ __global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T>
       const CandidateKey span = high - low;
       const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
       const int shift = significant > split_bits ? significant - split_bits : 0;
-      keys([&](CandidateKey key) { atomicAdd(&shared.select.histogram[(key - low) >> shift], 1u); });
+      keys([&](CandidateKey key) {
+        atomicAdd(&shared.select.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
+      });
       __syncthreads();
       find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.choice);
       __syncthreads();
