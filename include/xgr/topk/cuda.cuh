@@ -609,7 +609,7 @@ enum class SelectSource : std::uint8_t {
 // split_bins bins; the second takes every key above the bin of the k-th as a winner and keeps the
 // boundary bin's few keys in shared memory, where the remaining rank is radix-selected.
 template <class T>
-__global__ void __launch_bounds__(select_threads) select_kernel(DeviceProblem<T> problem, SelectSource source,
+__global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem<T> problem, SelectSource source,
                                                                  const CandidateKey* bounds, const CandidateKey* survivor_max,
                                                                  const std::uint32_t* survivor_counts, const CandidateKey* survivors,
                                                                  std::size_t capacity, float* values, std::size_t values_stride,
