@@ -432,18 +432,13 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   const std::uint32_t tile = blockIdx.x % tiles_per_row;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
-  CandidateKey bound = bounds[group];
-  if (row_cannot_reach(problem, row, bound)) return;  // early exit: the whole row is below the k-th bound
+  // Early exit: a row whose score bound is below the group's k-th bound is not read at all. Without
+  // row bounds, the score loads below are issued before the group's bound arrives.
+  if (problem.row_bounds != nullptr && row_cannot_reach(problem, row, bounds[group])) return;
   const std::uint32_t first_row = problem.group_begin(group);
   const float offset = problem.offset(row);
   const T* row_scores = problem.scores + row * problem.row_stride;
   const std::uint32_t flat_base = (row - first_row) * problem.vocab;
-  // A key >= bound needs a score >= the bound's score (keys order by score first). Bound 1 admits
-  // every selectable candidate.
-  // High word ordered(-0.0) belongs to no key (scores fold -0.0 into +0.0): lift such a bound to the
-  // first +0.0 key, an equivalent bound whose score compares correctly as a float.
-  if ((bound >> 32) == 0x7fffffffu) bound = CandidateKey{0x80000000u} << 32;
-  const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
   // All loads first, branch-free, so that every thread has its whole tile in flight at once; the
@@ -469,6 +464,14 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
       }
     }
   }
+
+  CandidateKey bound = bounds[group];
+  // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
+  // every selectable candidate. High word ordered(-0.0) belongs to no key (scores fold -0.0 into
+  // +0.0): such a bound is lifted to the first +0.0 key, an equivalent bound whose score compares
+  // correctly as a float.
+  if ((bound >> 32) == 0x7fffffffu) bound = CandidateKey{0x80000000u} << 32;
+  const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
   // Survivors are remembered as a bit per element (their keys are formed only when written), which
   // keeps both the instruction count per element and the register footprint low: the pass must
