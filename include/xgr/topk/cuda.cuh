@@ -38,8 +38,8 @@ namespace xgr {
 namespace topk::cuda_detail {
 
 // ---- tuning ------------------------------------------------------------------------------------
-inline constexpr int sample_threads = 512;
-inline constexpr int samples_per_thread = 32;  // keys held in registers by each sampling thread
+inline constexpr int sample_threads = 1024;
+inline constexpr int samples_per_thread = 16;  // sampled positions per thread (two chunks)
 inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
 inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
 inline constexpr int filter_threads = 256;
@@ -444,16 +444,11 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   // All loads first, branch-free, so that every thread has its whole tile in flight at once; the
   // rare partial vector at the end of a row is patched afterwards.
   VectorOf<Vector, T> values[vectors_per_thread];
-  std::uint32_t mask_words[vectors_per_thread];
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
     const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
     values[v] = VectorOf<Vector, T>{};
     if (column0 + Vector <= problem.vocab) values[v] = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
-    mask_words[v] = ~0u;
-    if (problem.mask == MaskKind::bitset && column0 < problem.vocab) {
-      mask_words[v] = problem.mask_bits[row * problem.mask_row_words + column0 / 32];
-    }
   }
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
@@ -473,44 +468,44 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   if ((bound >> 32) == 0x7fffffffu) bound = CandidateKey{0x80000000u} << 32;
   const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
 
-  // Survivors are remembered as a bit per element (their keys are formed only when written), which
-  // keeps both the instruction count per element and the register footprint low: the pass must
-  // stream at memory speed. A key is >= bound exactly when its score beats the bound's score, or
-  // ties it and has an index no larger than the bound's.
-  const auto bound_low = static_cast<std::uint32_t>(bound);
-  const bool bound_admits_ties = bound_score > -__builtin_huge_valf();
-  std::uint32_t kept = 0;
+  // The hot loop only marks elements whose score reaches the bound's score: one add and one compare
+  // per element, so that the pass streams at memory speed. The few marked elements are then checked
+  // exactly (index tie-break, mask, row end) and written, each re-read from L1 by its column: a
+  // loop over the set bits, not an unrolled pass over all of them.
+  std::uint32_t marked = 0;
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
-    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
 #pragma unroll
     for (int i = 0; i < Vector; ++i) {
-      const std::uint32_t column = column0 + i;
       const float score = to_float(values[v].element[i]) + offset;
-      const bool beats = score > bound_score ||
-                         (score == bound_score && bound_admits_ties && ~(flat_base + column) >= bound_low);
-      const bool keep = beats && column < problem.vocab && ((mask_words[v] >> (column % 32)) & 1u);
-      kept |= keep ? 1u << (v * Vector + i) : 0u;
+      marked |= score >= bound_score ? 1u << (v * Vector + i) : 0u;
     }
+  }
+  const auto column_of = [&](int bit) {
+    return tile * filter_tile + (static_cast<std::uint32_t>(bit / Vector) * filter_threads + threadIdx.x) * Vector +
+           static_cast<std::uint32_t>(bit % Vector);
+  };
+  const auto key_of = [&](std::uint32_t column) {
+    return make_key(to_float(row_scores[column]) + offset, flat_base + column);
+  };
+  std::uint32_t kept = 0;
+  for (std::uint32_t rest = marked; rest != 0; rest &= rest - 1) {
+    const int bit = __ffs(static_cast<int>(rest)) - 1;
+    const std::uint32_t column = column_of(bit);
+    if (column >= problem.vocab) continue;
+    if (problem.mask == MaskKind::bitset && !problem.bit_allows(row, column)) continue;
+    const float score = to_float(row_scores[column]) + offset;
+    if (is_selectable(score) && make_key(score, flat_base + column) >= bound) kept |= 1u << bit;
   }
   const auto count = static_cast<std::uint32_t>(__popc(kept));
   std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
   CandidateKey best = no_candidate;
   CandidateKey* out = survivors + group * capacity;
-  if (count != 0) {
-#pragma unroll
-    for (int v = 0; v < vectors_per_thread; ++v) {
-      const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
-#pragma unroll
-      for (int i = 0; i < Vector; ++i) {
-        if ((kept >> (v * Vector + i)) & 1u) {
-          const CandidateKey key = make_key(to_float(values[v].element[i]) + offset, flat_base + column0 + i);
-          best = key > best ? key : best;
-          if (slot < capacity) out[slot] = key;
-          ++slot;
-        }
-      }
-    }
+  for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+    const CandidateKey key = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
+    best = key > best ? key : best;
+    if (slot < capacity) out[slot] = key;
+    ++slot;
   }
   if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
 }
