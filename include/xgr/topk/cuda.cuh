@@ -43,7 +43,7 @@ inline constexpr int samples_per_thread = 16;  // sampled positions per thread (
 inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
 inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
 inline constexpr int filter_threads = 256;
-inline constexpr int filter_elements_per_thread = 16;
+inline constexpr int filter_elements_per_thread = 32;  // one survivor bit each in a 32-bit mask
 inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
 inline constexpr int select_threads = 512;
 // In-block selection splits the current key range [low, high] into split_bins bins of equal width
