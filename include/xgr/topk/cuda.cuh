@@ -4,15 +4,17 @@
 // Default policy, EarlyExit, in three launches batched over every group of the call:
 //
 //   1. sample_bound   one block per group reads an evenly spread sample of the group's candidates
-//                     (32-byte chunks, so no sector is half used) and radix-selects the sample's
-//                     exact k-th largest key. The sample's k best are real candidates, so the
-//                     group's k-th key is at least that: a lower bound, never an estimate.
+//                     (32-byte chunks, so no sector is half used); each thread keeps its two best
+//                     keys and the block selects the k-th largest of those. They are k real
+//                     candidates, so the group's k-th key is at least that: a lower bound, never an
+//                     estimate.
 //   2. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
 //                     below its group's bound cannot be in the top k and is dropped in registers;
 //                     rows whose score bound (optional) is below it are not read at all. Survivors
 //                     are appended to a per-group buffer with one atomic per warp.
-//   3. select         one block per group radix-selects the exact k-th key among the survivors
-//                     (in shared memory when they fit), gathers the k winners and sorts them.
+//   3. select         one block per group splits the survivors' range [bound, max] into bins, takes
+//                     every key above the bin of the k-th, selects the rest exactly inside that bin
+//                     (in shared memory), and writes the winners in order.
 //
 // Expected survivors are about k x (group size / sample size); if a group's survivors overflow
 // their buffer (adversarial orderings), step 3 falls back to selecting over the group's input
