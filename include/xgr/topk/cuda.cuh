@@ -119,7 +119,7 @@ struct DeviceProblem {
   }
 };
 
-// ---- block-wide radix select -------------------------------------------------------------------
+// ---- block-wide selection ------------------------------------------------------------------------
 struct BinChoice {
   std::uint32_t bin;
   std::uint32_t above;    // keys in bins above the chosen one
@@ -607,7 +607,7 @@ enum class SelectSource : std::uint8_t {
 // One block per group. For filter survivors (all keys in [bound, max]) two passes suffice: the first
 // histograms the top split_bits significant bits of (key - bound), which spreads the survivors over
 // split_bins bins; the second takes every key above the bin of the k-th as a winner and keeps the
-// boundary bin's few keys in shared memory, where the remaining rank is radix-selected.
+// boundary bin's few keys in shared memory, where the remaining rank is selected.
 template <class T>
 __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem<T> problem, SelectSource source,
                                                                  const CandidateKey* bounds, const CandidateKey* survivor_max,

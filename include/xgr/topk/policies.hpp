@@ -9,11 +9,11 @@ namespace xgr::topk {
 
 // Default. A cheap exact top-k over an evenly spread sample of each group gives a lower bound of the
 // group's k-th key; one streaming pass keeps only candidates at or above it (and skips rows whose
-// score bound cannot reach it); a final radix select + sort over the few survivors gives the result.
+// score bound cannot reach it); a final exact selection over the few survivors gives the result.
 struct EarlyExit {};
 
-// Baseline: no bound. One block per group radix-selects directly over all of the group's candidates,
-// re-reading the input once per radix digit.
+// Baseline: no bound. One block per group selects directly over all of the group's candidates,
+// re-reading the input once per range-splitting pass.
 struct NoEarlyExit {};
 
 // Baseline: materialise every candidate key and sort each group completely (CUB segmented radix
