@@ -127,6 +127,17 @@ struct BinChoice {
   std::uint32_t too_few;  // fewer than `rank` keys in all bins
 };
 
+// Sum of `value` over lanes 0..lane of the warp (all lanes must call it).
+__device__ inline std::uint32_t warp_inclusive_sum(std::uint32_t value) {
+  const unsigned lane = threadIdx.x % 32;
+#pragma unroll
+  for (int delta = 1; delta < 32; delta *= 2) {
+    const std::uint32_t other = __shfl_up_sync(0xffffffffu, value, delta);
+    if (lane >= static_cast<unsigned>(delta)) value += other;
+  }
+  return value;
+}
+
 // Histograms are stored with one padding word after every 32 bins: warp 0 reads each lane's run of
 // consecutive bins in lockstep, and without the padding all 32 lanes would hit the same bank.
 __device__ constexpr std::uint32_t histogram_slot(std::uint32_t bin) { return bin + (bin >> 5); }
@@ -143,12 +154,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   std::uint32_t lane_sum = 0;
 #pragma unroll
   for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[histogram_slot(static_cast<std::uint32_t>(top_bin - i))];
-  std::uint32_t inclusive = lane_sum;
-#pragma unroll
-  for (int delta = 1; delta < 32; delta *= 2) {
-    const std::uint32_t other = __shfl_up_sync(0xffffffffu, inclusive, delta);
-    if (lane >= static_cast<unsigned>(delta)) inclusive += other;
-  }
+  const std::uint32_t inclusive = warp_inclusive_sum(lane_sum);
   const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
   const std::uint32_t exclusive = inclusive - lane_sum;
   const unsigned crossing = __ballot_sync(0xffffffffu, exclusive < rank && rank <= inclusive);
@@ -392,12 +398,7 @@ struct alignas(sizeof(T) * Vector) VectorOf {
 // Appends this thread's `count` survivors with one atomic per warp. All lanes must call it.
 __device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
   const unsigned lane = threadIdx.x % 32;
-  std::uint32_t inclusive = count;
-#pragma unroll
-  for (int delta = 1; delta < 32; delta *= 2) {
-    const std::uint32_t other = __shfl_up_sync(0xffffffffu, inclusive, delta);
-    if (lane >= static_cast<unsigned>(delta)) inclusive += other;
-  }
+  const std::uint32_t inclusive = warp_inclusive_sum(count);
   const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
   std::uint32_t base = 0;
   if (lane == 31 && total != 0) base = atomicAdd(counter, total);
