@@ -127,18 +127,6 @@ struct BinChoice {
   std::uint32_t too_few;  // fewer than `rank` keys in all bins
 };
 
-// The split of a key range [low, high] into split_bins equal bins: the shift that maps (key - low)
-// to a bin. Keys above `high` land in the top bin, which then stands for everything above.
-__device__ inline int split_shift(CandidateKey low, CandidateKey high) {
-  const CandidateKey span = high > low ? high - low : 0;
-  const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
-  return significant > split_bits ? significant - split_bits : 0;
-}
-__device__ inline std::uint32_t split_bin(CandidateKey key, CandidateKey low, int shift) {
-  const CandidateKey bin = (key - low) >> shift;
-  return bin < split_bins ? static_cast<std::uint32_t>(bin) : static_cast<std::uint32_t>(split_bins - 1);
-}
-
 // Sum of `value` over lanes 0..lane of the warp (all lanes must call it).
 __device__ inline std::uint32_t warp_inclusive_sum(std::uint32_t value) {
   const unsigned lane = threadIdx.x % 32;
@@ -333,8 +321,7 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
-                                                                       CandidateKey* survivor_max, std::uint32_t* survivor_counts,
-                                                                       CandidateKey* range_hints, std::uint32_t* histograms) {
+                                                                       CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   __shared__ SelectShared shared;
   __shared__ CandidateKey thread_best[2 * sample_threads];
   const std::uint32_t group = blockIdx.x;
@@ -394,22 +381,11 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   thread_best[threadIdx.x] = best;
   thread_best[sample_threads + threadIdx.x] = second;
   __syncthreads();
-  // The sample's best key estimates the survivors' maximum, so that the filter can already bin its
-  // survivors over [bound, estimate] and the select kernel skips a pass.
-  key_range(KeyArray{thread_best, 2 * sample_threads}, shared);
-  const CandidateKey sample_max = shared.high;
-  __syncthreads();
-  if (histograms != nullptr) {
-    for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) {
-      histograms[group * split_bins + bin] = 0;
-    }
-  }
   const CandidateKey threshold = select_threshold(KeyArray{thread_best, 2 * sample_threads}, problem.k, shared, 0, false, 0, 0);
   if (threadIdx.x == 0) {
     bounds[group] = threshold;
     survivor_max[group] = 0;
     survivor_counts[group] = 0;
-    range_hints[group] = sample_max;
   }
 }
 
@@ -454,8 +430,7 @@ template <int Vector, class T>
 __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProblem<T> problem, std::uint32_t tiles_per_row,
                                                                        const CandidateKey* bounds, CandidateKey* survivor_max,
                                                                        std::uint32_t* survivor_counts, CandidateKey* survivors,
-                                                                       std::size_t capacity, const CandidateKey* range_hints,
-                                                                       std::uint32_t* histograms) {
+                                                                       std::size_t capacity) {
   const std::uint32_t row = blockIdx.x / tiles_per_row;
   const std::uint32_t tile = blockIdx.x % tiles_per_row;
   const std::uint32_t group = problem.group_of_row(row);
@@ -489,7 +464,6 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   }
 
   CandidateKey bound = bounds[group];
-  const CandidateKey range_low = bound;
   // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
   // every selectable candidate. High word ordered(-0.0) belongs to no key (scores fold -0.0 into
   // +0.0): such a bound is lifted to the first +0.0 key, an equivalent bound whose score compares
@@ -530,13 +504,11 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
   std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
   CandidateKey best = no_candidate;
   CandidateKey* out = survivors + group * capacity;
-  const int shift = histograms != nullptr && kept != 0 ? split_shift(range_low, range_hints[group]) : 0;
   for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
     const CandidateKey key = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
     best = key > best ? key : best;
     if (slot < capacity) out[slot] = key;
     ++slot;
-    if (histograms != nullptr) atomicAdd(&histograms[group * split_bins + split_bin(key, range_low, shift)], 1u);
   }
   if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
 }
@@ -545,8 +517,7 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
 template <class T>
 __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
                                                                         CandidateKey* survivor_max, std::uint32_t* survivor_counts,
-                                                                        CandidateKey* survivors, std::size_t capacity,
-                                                                        const CandidateKey* range_hints, std::uint32_t* histograms) {
+                                                                        CandidateKey* survivors, std::size_t capacity) {
   const std::uint32_t row = blockIdx.x;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
@@ -562,9 +533,6 @@ __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DevicePro
     const std::uint32_t slot = warp_reserve(&survivor_counts[group], keep ? 1u : 0u);
     if (__any_sync(0xffffffffu, keep)) warp_max_into(&survivor_max[group], keep ? key : no_candidate);
     if (keep && slot < capacity) out[slot] = key;
-    if (keep && histograms != nullptr) {
-      atomicAdd(&histograms[group * split_bins + split_bin(key, bound, split_shift(bound, range_hints[group]))], 1u);
-    }
   }
 }
 
@@ -645,8 +613,7 @@ template <class T>
 __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem<T> problem, SelectSource source,
                                                                  const CandidateKey* bounds, const CandidateKey* survivor_max,
                                                                  const std::uint32_t* survivor_counts, const CandidateKey* survivors,
-                                                                 std::size_t capacity, const CandidateKey* range_hints,
-                                                                 const std::uint32_t* histograms, float* values, std::size_t values_stride,
+                                                                 std::size_t capacity, float* values, std::size_t values_stride,
                                                                  std::uint32_t* indices, std::size_t indices_stride,
                                                                  std::uint32_t* counts) {
   extern __shared__ CandidateKey boundary[];  // boundary_capacity keys
@@ -675,23 +642,19 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
     } else {
       const CandidateKey low = bounds[group];
       const CandidateKey high = survivor_max[group];
-      // The filter already binned the survivors over [bound, sample max] (fused histogram); without
-      // it, one pass bins them over [bound, max].
-      const int shift = split_shift(low, histograms != nullptr ? range_hints[group] : high);
-      if (histograms != nullptr) {
-        for (int bin = static_cast<int>(threadIdx.x); bin < split_bins; bin += static_cast<int>(blockDim.x)) {
-          shared.select.histogram[histogram_slot(static_cast<std::uint32_t>(bin))] = histograms[group * split_bins + bin];
-        }
-      } else {
-        keys([&](CandidateKey key) { atomicAdd(&shared.select.histogram[histogram_slot(split_bin(key, low, shift))], 1u); });
-      }
+      const CandidateKey span = high - low;
+      const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
+      const int shift = significant > split_bits ? significant - split_bits : 0;
+      keys([&](CandidateKey key) {
+        atomicAdd(&shared.select.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
+      });
       __syncthreads();
       find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.choice);
       __syncthreads();
       const BinChoice split = shared.select.choice;
       __syncthreads();
       keys([&](CandidateKey key) {
-        const std::uint32_t bin = split_bin(key, low, shift);
+        const auto bin = static_cast<std::uint32_t>((key - low) >> shift);
         if (bin > split.bin) {
           add_winner(shared, key, k);
         } else if (bin == split.bin) {
@@ -702,9 +665,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
       __syncthreads();
       const std::uint32_t rank = k - split.above;
       const CandidateKey bin_low = low + (static_cast<CandidateKey>(split.bin) << shift);
-      // The top bin also holds every key above the split range.
-      const CandidateKey bin_top = bin_low + ((CandidateKey{1} << shift) - 1);
-      const CandidateKey bin_high = split.bin == split_bins - 1 || bin_top > high ? high : bin_top;
+      const CandidateKey bin_high = bin_low + ((CandidateKey{1} << shift) - 1) < high ? bin_low + ((CandidateKey{1} << shift) - 1) : high;
       if (split.in_bin <= boundary_capacity) {
         const KeyArray boundary_keys{boundary, split.in_bin};
         const CandidateKey threshold =
@@ -814,17 +775,13 @@ struct EarlyExitScratch {
   CandidateKey* survivor_max;
   std::uint32_t* survivor_counts;
   CandidateKey* survivors;
-  CandidateKey* range_hints;
-  std::uint32_t* histograms;  // split_bins per group; null when not carved (then select bins itself)
 };
 
 template <class Arena>
-EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit, bool fused_histograms = true) {
+EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit) {
   return {arena.template take<CandidateKey>(limits.max_groups), arena.template take<CandidateKey>(limits.max_groups),
           arena.template take<std::uint32_t>(limits.max_groups),
-          arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits)),
-          arena.template take<CandidateKey>(limits.max_groups),
-          fused_histograms ? arena.template take<std::uint32_t>(limits.max_groups * split_bins) : nullptr};
+          arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits))};
 }
 
 template <class Arena>
@@ -880,7 +837,7 @@ RowMergeScratch carve(Arena& arena, const TopKLimits& limits, RowTopKThenMerge) 
           arena.template take<std::uint32_t>(limits.max_rows),
           arena.template take<CandidateKey>(limits.max_groups * limits.max_rows_per_group * limits.max_k),
           arena.template take<std::uint32_t>(limits.max_groups),
-          carve(arena, per_row_limits(limits), EarlyExit{}, false)};  // one group per row: no per-group histograms
+          carve(arena, per_row_limits(limits), EarlyExit{})};
 }
 
 // Row winners of each group -> candidate keys of the group (flat index = row-in-group x vocab + column).
@@ -926,7 +883,7 @@ DeviceProblem<T> device_problem(const TopKProblem<T>& problem) {
 template <class T>
 void launch_select(const DeviceProblem<T>& problem, SelectSource source, const CandidateKey* bounds, const CandidateKey* survivor_max,
                    const std::uint32_t* survivor_counts, const CandidateKey* survivors, std::size_t capacity,
-                   const CandidateKey* range_hints, const std::uint32_t* histograms, const TopKResult& result, cudaStream_t stream) {
+                   const TopKResult& result, cudaStream_t stream) {
   constexpr std::size_t boundary_bytes = boundary_capacity * sizeof(CandidateKey);
   static const bool configured = [] {
     XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
@@ -934,8 +891,8 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
   }();
   (void)configured;
   select_kernel<T><<<problem.groups, select_threads, boundary_bytes, stream>>>(
-      problem, source, bounds, survivor_max, survivor_counts, survivors, capacity, range_hints, histograms, result.values.data,
-      result.values.row_stride, result.indices.data, result.indices.row_stride, result.counts.data());
+      problem, source, bounds, survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
+      result.indices.data, result.indices.row_stride, result.counts.data());
   XGR_CUDA_CHECK_LAUNCH();
 }
 
@@ -943,30 +900,27 @@ template <class T>
 void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
                     cudaStream_t stream) {
   sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
-                                                                        scratch.survivor_counts, scratch.range_hints, scratch.histograms);
+                                                                                   scratch.survivor_counts);
   XGR_CUDA_CHECK_LAUNCH();
   if (problem.mask == MaskKind::sparse) {
     filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
-                                                                         scratch.survivor_counts, scratch.survivors, capacity,
-                                                                         scratch.range_hints, scratch.histograms);
+                                                                         scratch.survivor_counts, scratch.survivors, capacity);
   } else {
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const dim3 grid(problem.rows * tiles_per_row);
     constexpr int vector = 16 / sizeof(T);
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
     if (aligned) {
-      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
-                                                                          scratch.survivor_counts, scratch.survivors, capacity,
-                                                                          scratch.range_hints, scratch.histograms);
+      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(
+          problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     } else {
       filter_dense_kernel<1, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
-                                                                     scratch.survivor_counts, scratch.survivors, capacity,
-                                                                     scratch.range_hints, scratch.histograms);
+                                                                     scratch.survivor_counts, scratch.survivors, capacity);
     }
   }
   XGR_CUDA_CHECK_LAUNCH();
   launch_select(problem, SelectSource::survivors, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
-                capacity, scratch.range_hints, scratch.histograms, result, stream);
+                capacity, result, stream);
 }
 
 }  // namespace topk::cuda_detail
@@ -997,8 +951,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
   if constexpr (std::is_same_v<Policy, topk::EarlyExit>) {
     topk::cuda_detail::run_early_exit(device, scratch, topk::cuda_detail::survivor_capacity(limits), result, stream);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
-    topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, nullptr,
-                                     nullptr, result, stream);
+    topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
+                                     stream);
   } else if constexpr (std::is_same_v<Policy, topk::FullSort>) {
     const std::size_t group_stride = topk::cuda_detail::group_candidates(limits);
     require_argument(groups * group_stride <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "masked_topk(cuda, FullSort)",
@@ -1040,7 +994,7 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
         device, scratch.row_values, scratch.row_indices, scratch.row_counts, group_stride, scratch.merged, scratch.merged_counts);
     XGR_CUDA_CHECK_LAUNCH();
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::candidate_buffer, nullptr, nullptr, scratch.merged_counts,
-                                     scratch.merged, group_stride, nullptr, nullptr, result, stream);
+                                     scratch.merged, group_stride, result, stream);
   }
 }
 
