@@ -348,11 +348,28 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
       const std::uint64_t sample_index = static_cast<std::uint64_t>(h * (half / sample_chunk) + c) * sample_threads + threadIdx.x;
       // Chunks spread evenly over the group: sample i takes chunk floor(i * chunks / sampled_chunks).
       const std::uint64_t chunk = sample_index < sampled_chunks ? sample_index * chunks / sampled_chunks : chunks;
+      if (problem.mask != MaskKind::sparse) {
+        // Dense positions: one division for the chunk, then step along the row (wrapping to the next).
+        std::uint32_t row = end_row;
+        std::uint32_t column = 0;
+        const std::uint64_t first = chunk * sample_chunk;
+        locate_group_position(problem, first_row, end_row, first < positions ? first : ~std::uint64_t{0}, row, column);
 #pragma unroll
-      for (int i = 0; i < sample_chunk; ++i) {
-        const std::uint64_t position = chunk * sample_chunk + i;
-        locate_group_position(problem, first_row, end_row, position < positions ? position : ~std::uint64_t{0},
-                              sample_row[c * sample_chunk + i], sample_column[c * sample_chunk + i]);
+        for (int i = 0; i < sample_chunk; ++i) {
+          sample_row[c * sample_chunk + i] = row < end_row ? row : end_row;  // past the group's end: no candidate
+          sample_column[c * sample_chunk + i] = column;
+          if (++column == problem.vocab) {
+            column = 0;
+            ++row;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < sample_chunk; ++i) {
+          const std::uint64_t position = chunk * sample_chunk + i;
+          locate_group_position(problem, first_row, end_row, position < positions ? position : ~std::uint64_t{0},
+                                sample_row[c * sample_chunk + i], sample_column[c * sample_chunk + i]);
+        }
       }
     }
 #pragma unroll
