@@ -1,0 +1,462 @@
+// xgr/beam/cuda.cuh — the CUDA BeamSearcher (see beam.hpp for the contract, host.hpp for the
+// reference it reproduces bit for bit).
+//
+// One step is a handful of launches on the caller's stream, none of which waits for the host:
+//
+//   1. allowed sets   from the trie, for every live beam (Filter policy): CSR tokens (two small
+//                     launches) or a dense bitset (one launch, the baseline).
+//   2. normalize      one block per live beam reads its logits row once from DRAM (the max) and once
+//                     more from L2 (the fixed-point sum of exps), and writes the beam's offset
+//                     s_b - lse_b and its *score bound*: the best allowed logit plus the offset, an
+//                     exact upper bound of every candidate of the beam.
+//   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
+//                     allowed sets as mask and the bounds for early exit: beams whose best candidate
+//                     cannot beat the request's running k-th bound are never read again.
+//                     With a per-beam cap K < B, a per-row MaskedTopK first keeps each beam's K best.
+//   4. update         one block per request turns winners into beams: parent, token, score, trie
+//                     child (binary search), token history, ancestry.
+//
+// State lives in two device buffers per quantity (current / next), flipped per step, so a step
+// never reads what it writes. Every buffer and the selection workspace are allocated once, in the
+// constructor, for BeamConfig's maxima.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "xgr/beam/beam.hpp"
+#include "xgr/beam/host.hpp"  // the reference, so that one include gives both
+#include "xgr/core/cuda.cuh"
+#include "xgr/core/dtype.hpp"
+#include "xgr/core/workspace.hpp"
+#include "xgr/items/cuda.cuh"
+#include "xgr/topk/cuda.cuh"
+
+namespace xgr {
+namespace beam::cuda_detail {
+
+inline constexpr int normalize_threads = 256;
+inline constexpr int update_threads = 256;
+
+template <class T>
+__device__ __forceinline__ float load_logit(const T* row, std::uint32_t column) {
+  return to_float(row[column]);
+}
+
+__device__ __forceinline__ float block_max(float value, float* shared) {
+  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2) value = max_ignoring_nan(value, __shfl_xor_sync(0xffffffffu, value, lane_mask));
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = value;
+  __syncthreads();
+  float result = shared[0];
+  for (int warp = 1; warp < normalize_threads / 32; ++warp) result = max_ignoring_nan(result, shared[warp]);
+  __syncthreads();
+  return result;
+}
+
+__device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uint64_t* shared) {
+  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2) value += __shfl_xor_sync(0xffffffffu, value, lane_mask);
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = value;
+  __syncthreads();
+  std::uint64_t result = 0;
+  for (int warp = 0; warp < normalize_threads / 32; ++warp) result += shared[warp];  // integer: order-free
+  __syncthreads();
+  return result;
+}
+
+// Per live beam: offset = s_b - lse_b and bound = best allowed logit + offset (-inf when nothing is
+// selectable). Dead slots get bound -inf so the selection skips them without reading.
+template <class T>
+__global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView<const T> logits, ItemTrieView trie,
+                                                                     const std::uint32_t* nodes, const float* beam_scores,
+                                                                     std::uint32_t norm_begin, std::uint32_t norm_end,
+                                                                     std::uint32_t token_offset, float* offsets, float* bounds) {
+  __shared__ float max_shared[normalize_threads / 32];
+  __shared__ std::uint64_t sum_shared[normalize_threads / 32];
+  const std::uint32_t row = blockIdx.x;
+  const std::uint32_t node = nodes[row];
+  constexpr float negative_infinity = -__builtin_huge_valf();
+  if (node == no_trie_node) {
+    if (threadIdx.x == 0) {
+      offsets[row] = 0.0f;
+      bounds[row] = negative_infinity;
+    }
+    return;
+  }
+  const T* logit_row = logits.row(row);
+  float local_max = negative_infinity;
+  for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+    local_max = max_ignoring_nan(local_max, load_logit(logit_row, column));
+  }
+  const float row_max = block_max(local_max, max_shared);
+  std::uint64_t local_sum = 0;
+  if (row_max > negative_infinity && row_max < __builtin_huge_valf()) {
+    for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+      local_sum += exp_fixed(load_logit(logit_row, column) - row_max);
+    }
+  }
+  const std::uint64_t fixed_sum = block_sum(local_sum, sum_shared);
+  const float offset = beam_scores[row] - log_sum_exp(row_max, fixed_sum);
+
+  float best_allowed = negative_infinity;
+  for (std::uint32_t child = trie.children_begin(node) + threadIdx.x; child < trie.children_end(node); child += normalize_threads) {
+    best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token_offset + trie.node_code[child]));
+  }
+  best_allowed = block_max(best_allowed, max_shared);
+  if (threadIdx.x == 0) {
+    const float bound = best_allowed + offset;  // monotone in the logit: bounds every candidate's score
+    offsets[row] = offset;
+    bounds[row] = bound > negative_infinity ? bound : negative_infinity;  // NaN (inf - inf) -> nothing selectable
+  }
+}
+
+struct UpdateArgs {
+  ItemTrieView trie;
+  const std::uint32_t* row_begin;   // requests + 1
+  const float* winner_values;       // requests x winner_stride
+  const std::uint32_t* winner_indices;
+  const std::uint32_t* winner_counts;
+  std::size_t winner_stride;
+  const std::uint32_t* pool_tokens;  // with a per-beam cap: slots x pool_width tokens; else null
+  std::uint32_t pool_width;
+  std::uint32_t vocab;
+  std::uint32_t level;
+  std::uint32_t levels;
+  std::uint32_t token_offset;
+  const std::uint32_t* nodes;        // current state
+  const std::uint32_t* tokens;
+  std::uint32_t* next_nodes;         // next state
+  float* next_scores;
+  std::uint32_t* next_tokens;
+  std::uint32_t* ancestry;           // this level's row of the ancestry table
+  std::uint32_t* live;
+};
+
+__global__ void __launch_bounds__(update_threads) update_kernel(UpdateArgs args) {
+  const std::uint32_t request = blockIdx.x;
+  const std::uint32_t first_row = args.row_begin[request];
+  const std::uint32_t width = args.row_begin[request + 1] - first_row;
+  const std::uint32_t kept = min(args.winner_counts[request], width);
+  for (std::uint32_t slot = threadIdx.x; slot < width; slot += update_threads) {
+    const std::uint32_t row = first_row + slot;
+    if (slot >= kept) {
+      args.next_nodes[row] = no_trie_node;
+      args.next_scores[row] = -__builtin_huge_valf();
+      args.ancestry[row] = no_trie_node;
+      continue;
+    }
+    const std::uint32_t flat = args.winner_indices[request * args.winner_stride + slot];
+    std::uint32_t parent_row;
+    std::uint32_t token;
+    if (args.pool_tokens != nullptr) {
+      parent_row = first_row + flat / args.pool_width;
+      token = args.pool_tokens[static_cast<std::size_t>(parent_row) * args.pool_width + flat % args.pool_width];
+    } else {
+      parent_row = first_row + flat / args.vocab;
+      token = flat % args.vocab;
+    }
+    args.next_scores[row] = args.winner_values[request * args.winner_stride + slot];
+    args.next_nodes[row] = args.trie.child(args.nodes[parent_row], token - args.token_offset);
+    for (std::uint32_t level = 0; level < args.level; ++level) {
+      args.next_tokens[static_cast<std::size_t>(row) * args.levels + level] =
+          args.tokens[static_cast<std::size_t>(parent_row) * args.levels + level];
+    }
+    args.next_tokens[static_cast<std::size_t>(row) * args.levels + args.level] = token;
+    args.ancestry[row] = parent_row;
+  }
+  if (threadIdx.x == 0) args.live[request] = kept;
+}
+
+__global__ void begin_kernel(const std::uint32_t* row_begin, std::uint32_t* nodes, float* scores, std::uint32_t* live) {
+  const std::uint32_t request = blockIdx.x;
+  for (std::uint32_t row = row_begin[request] + threadIdx.x; row < row_begin[request + 1]; row += blockDim.x) {
+    const bool first = row == row_begin[request];
+    nodes[row] = first ? 0u : no_trie_node;
+    scores[row] = first ? 0.0f : -__builtin_huge_valf();
+  }
+  if (threadIdx.x == 0) live[request] = 1;
+}
+
+struct FinalizeArgs {
+  ItemTrieView trie;
+  const std::uint32_t* row_begin;
+  const std::uint32_t* live;
+  const std::uint32_t* nodes;
+  const float* scores;
+  const std::uint32_t* tokens;
+  const std::uint32_t* level_offsets;  // levels
+  std::uint32_t levels;
+  MatrixView<std::uint32_t> out_codes;  // BeamResults, as raw pointers for the device
+  float* out_scores;
+  ItemId* out_item_ids;
+  std::uint32_t* out_item_counts;
+  std::uint32_t* out_counts;
+};
+
+__global__ void finalize_kernel(FinalizeArgs args) {
+  const std::uint32_t request = blockIdx.x;
+  const std::uint32_t first_row = args.row_begin[request];
+  const std::uint32_t live = args.live[request];
+  for (std::uint32_t row = first_row + threadIdx.x; row < args.row_begin[request + 1]; row += blockDim.x) {
+    const bool is_live = row - first_row < live;
+    for (std::uint32_t level = 0; level < args.levels; ++level) {
+      args.out_codes(row, level) =
+          is_live ? args.tokens[static_cast<std::size_t>(row) * args.levels + level] - args.level_offsets[level] : no_code;
+    }
+    args.out_scores[row] = args.scores[row];
+    const std::uint32_t leaf = is_live ? args.nodes[row] - args.trie.first_leaf() : 0;
+    args.out_item_ids[row] = is_live ? args.trie.item_ids[args.trie.leaf_item_begin[leaf]] : ItemId{0};
+    args.out_item_counts[row] = is_live ? args.trie.leaf_item_begin[leaf + 1] - args.trie.leaf_item_begin[leaf] : 0;
+  }
+  if (threadIdx.x == 0) args.out_counts[request] = live;
+}
+
+}  // namespace beam::cuda_detail
+
+template <class Normalize, class Select, class Filter>
+class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
+  static constexpr bool dense_mask = std::is_same_v<Filter, beam::DenseMaskFilter>;
+  static_assert(dense_mask || std::is_same_v<Filter, beam::SparseTrieFilter>, "unknown beam Filter policy");
+
+ public:
+  // The device trie must outlive the searcher. Allocates every buffer a batch within `config` needs.
+  BeamSearcher(exec::cuda exec, const DeviceItemTrie& trie, const BeamConfig& config)
+      : trie_(trie.view()),
+        codebook_sizes_(trie.codebook_sizes().begin(), trie.codebook_sizes().end()),
+        config_(config),
+        level_offsets_(beam::detail::validate_config(config, trie.codebook_sizes())),
+        max_slots_(config.max_requests * config.max_beam_width),
+        pool_width_(config.top_k_per_beam != 0 && config.top_k_per_beam < config.max_beam_width ? config.top_k_per_beam : 0),
+        mask_words_((config.vocab + 31) / 32) {
+    const std::size_t levels = codebook_sizes_.size();
+    for (int side = 0; side < 2; ++side) {
+      scores_[side] = DeviceBuffer<float>(max_slots_);
+      nodes_[side] = DeviceBuffer<std::uint32_t>(max_slots_);
+      tokens_[side] = DeviceBuffer<std::uint32_t>(max_slots_ * levels);
+    }
+    ancestry_ = DeviceBuffer<std::uint32_t>(levels * max_slots_);
+    live_ = DeviceBuffer<std::uint32_t>(config.max_requests);
+    row_begin_device_ = DeviceBuffer<std::uint32_t>(config.max_requests + 1);
+    row_begin_staging_ = PinnedBuffer<std::uint32_t>(config.max_requests + 1);
+    level_offsets_device_ = to_device(std::span<const std::uint32_t>(level_offsets_));
+    offsets_ = DeviceBuffer<float>(max_slots_);
+    bounds_ = DeviceBuffer<float>(max_slots_);
+    if constexpr (dense_mask) {
+      mask_bits_ = DeviceBuffer<std::uint32_t>(max_slots_ * mask_words_);
+    } else {
+      // Level 0 has one live beam per request; deeper levels up to max_slots live beams.
+      std::size_t capacity = config.max_requests * trie.max_children(0);
+      for (std::size_t depth = 1; depth < levels; ++depth) capacity = std::max(capacity, max_slots_ * trie.max_children(depth));
+      require_argument(capacity <= 0xffffffffu, "BeamSearcher(cuda)", "the allowed-token buffer exceeds 32-bit offsets");
+      row_ptr_ = DeviceBuffer<std::uint32_t>(max_slots_ + 1);
+      columns_ = DeviceBuffer<std::uint32_t>(std::max<std::size_t>(capacity, 1));
+    }
+    winner_values_ = DeviceBuffer<float>(config.max_requests * config.max_beam_width);
+    winner_indices_ = DeviceBuffer<std::uint32_t>(config.max_requests * config.max_beam_width);
+    winner_counts_ = DeviceBuffer<std::uint32_t>(config.max_requests);
+    std::size_t workspace_bytes = masked_topk_workspace_bytes<Select>(exec, select_limits());
+    if (pool_width_ != 0) {
+      pool_values_ = DeviceBuffer<float>(max_slots_ * pool_width_);
+      pool_tokens_ = DeviceBuffer<std::uint32_t>(max_slots_ * pool_width_);
+      pool_counts_ = DeviceBuffer<std::uint32_t>(max_slots_);
+      workspace_bytes = std::max(workspace_bytes, masked_topk_workspace_bytes<Select>(exec, cap_limits()));
+      workspace_bytes = std::max(workspace_bytes, masked_topk_workspace_bytes<Select>(exec, pool_limits()));
+    }
+    workspace_.reserve(workspace_bytes);
+  }
+
+  // Starts a batch (see the host searcher). Uploads the row layout through a pinned staging buffer;
+  // waits only for the previous begin()'s upload, never for the device's other work.
+  void begin(exec::cuda exec, std::span<const std::uint32_t> beam_widths) {
+    std::vector<std::uint32_t> row_begin = beam::detail::plan_rows(config_, beam_widths);
+    upload_done_.synchronize();  // the staging buffer may still feed the previous batch's copy
+    std::copy(row_begin.begin(), row_begin.end(), row_begin_staging_.data());
+    copy_async(row_begin_device_.span().first(row_begin.size()),
+               std::span<const std::uint32_t>(row_begin_staging_.data(), row_begin.size()), exec.stream);
+    upload_done_.record(exec.stream);
+    row_begin_ = std::move(row_begin);
+    max_width_ = 0;
+    for (std::uint32_t width : beam_widths) max_width_ = std::max<std::size_t>(max_width_, width);
+    step_ = 0;
+    parity_ = 0;
+    beam::cuda_detail::begin_kernel<<<static_cast<unsigned>(request_count()), 256, 0, exec.stream>>>(
+        row_begin_device_.data(), nodes_[0].data(), scores_[0].data(), live_.data());
+    XGR_CUDA_CHECK_LAUNCH();
+  }
+
+  // One decoding step on exec.stream: logits (device) hold slot_count() rows of vocab columns.
+  template <Element T>
+  void step(exec::cuda exec, MatrixView<const T> logits) {
+    beam::detail::validate_logits(logits, slot_count(), config_.vocab, step_, levels());
+    const std::size_t level = step_;
+    const std::uint32_t token_offset = level_offsets_[level];
+    const auto [norm_begin, norm_end] =
+        beam::detail::normalized_columns<Normalize>(config_.vocab, token_offset, codebook_sizes_[level]);
+    const int now = parity_;
+    const int next = parity_ ^ 1;
+    const auto slots = static_cast<std::uint32_t>(slot_count());
+    const std::span<const std::uint32_t> nodes(nodes_[now].data(), slots);
+
+    TopKMask mask;
+    if constexpr (dense_mask) {
+      const MatrixView<std::uint32_t> bits{mask_bits_.data(), slots, mask_words_, mask_words_};
+      allowed_mask(exec, trie_, nodes, token_offset, bits);
+      mask = TopKMask::bitset(bits);
+    } else {
+      allowed_tokens(exec, trie_, nodes, token_offset, row_ptr_.span().first(slots + 1), columns_.span());
+      mask = TopKMask::sparse(std::span<const std::uint32_t>(row_ptr_.data(), slots + 1), columns_.span());
+    }
+
+    beam::cuda_detail::normalize_kernel<T><<<slots, beam::cuda_detail::normalize_threads, 0, exec.stream>>>(
+        logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
+        static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data());
+    XGR_CUDA_CHECK_LAUNCH();
+
+    const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);
+    const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
+                             MatrixView<std::uint32_t>{winner_indices_.data(), request_count(), max_width_, config_.max_beam_width},
+                             std::span<std::uint32_t>(winner_counts_.data(), request_count())};
+    TopKProblem<T> candidates;
+    candidates.scores = MatrixView<const T>{logits.data, slots, logits.cols, logits.row_stride};
+    candidates.row_offsets = std::span<const float>(offsets_.data(), slots);
+    candidates.row_score_bounds = std::span<const float>(bounds_.data(), slots);
+    candidates.mask = mask;
+    if (pool_width_ == 0 || pool_width_ >= max_width_) {
+      candidates.k = max_width_;
+      candidates.group_row_offsets = groups;
+      masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_);
+    } else {
+      // Each beam keeps its pool_width best candidates (a group per row), then the request selects
+      // among its beams' pools. Pool slots past a beam's count hold -inf and are never selected.
+      candidates.k = pool_width_;
+      candidates.rows_per_group = 1;
+      const TopKResult pool{MatrixView<float>{pool_values_.data(), slots, pool_width_, pool_width_},
+                            MatrixView<std::uint32_t>{pool_tokens_.data(), slots, pool_width_, pool_width_},
+                            std::span<std::uint32_t>(pool_counts_.data(), slots)};
+      masked_topk<Select>(exec, candidates, pool, cap_limits(), workspace_);
+      TopKProblem<float> pooled;
+      pooled.scores = MatrixView<const float>{pool_values_.data(), slots, pool_width_, pool_width_};
+      pooled.k = max_width_;
+      pooled.group_row_offsets = groups;
+      masked_topk<Select>(exec, pooled, winners, pool_limits(), workspace_);
+    }
+
+    beam::cuda_detail::UpdateArgs args{trie_,
+                                       row_begin_device_.data(),
+                                       winner_values_.data(),
+                                       winner_indices_.data(),
+                                       winner_counts_.data(),
+                                       config_.max_beam_width,
+                                       pool_width_ != 0 && pool_width_ < max_width_ ? pool_tokens_.data() : nullptr,
+                                       static_cast<std::uint32_t>(pool_width_),
+                                       static_cast<std::uint32_t>(config_.vocab),
+                                       static_cast<std::uint32_t>(level),
+                                       static_cast<std::uint32_t>(levels()),
+                                       token_offset,
+                                       nodes_[now].data(),
+                                       tokens_[now].data(),
+                                       nodes_[next].data(),
+                                       scores_[next].data(),
+                                       tokens_[next].data(),
+                                       ancestry_.data() + level * max_slots_,
+                                       live_.data()};
+    beam::cuda_detail::update_kernel<<<static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream>>>(args);
+    XGR_CUDA_CHECK_LAUNCH();
+    parity_ = next;
+    ++step_;
+  }
+
+  // Writes every request's results into device views (all levels must be decoded). One launch.
+  void finalize(exec::cuda exec, const BeamResults& out) const {
+    beam::detail::validate_results(out, slot_count(), request_count(), levels(), step_);
+    const beam::cuda_detail::FinalizeArgs args{trie_,
+                                               row_begin_device_.data(),
+                                               live_.data(),
+                                               nodes_[parity_].data(),
+                                               scores_[parity_].data(),
+                                               tokens_[parity_].data(),
+                                               level_offsets_device_.data(),
+                                               static_cast<std::uint32_t>(levels()),
+                                               out.codes,
+                                               out.scores.data(),
+                                               out.item_ids.data(),
+                                               out.item_counts.data(),
+                                               out.counts.data()};
+    beam::cuda_detail::finalize_kernel<<<static_cast<unsigned>(request_count()), 256, 0, exec.stream>>>(args);
+    XGR_CUDA_CHECK_LAUNCH();
+  }
+
+  [[nodiscard]] std::size_t levels() const noexcept { return codebook_sizes_.size(); }
+  [[nodiscard]] std::size_t steps_done() const noexcept { return step_; }
+  [[nodiscard]] std::size_t request_count() const noexcept { return row_begin_.empty() ? 0 : row_begin_.size() - 1; }
+  [[nodiscard]] std::size_t slot_count() const noexcept { return row_begin_.empty() ? 0 : row_begin_.back(); }
+  [[nodiscard]] std::size_t max_slots() const noexcept { return max_slots_; }
+  [[nodiscard]] const BeamConfig& config() const noexcept { return config_; }
+  [[nodiscard]] std::span<const std::uint32_t> level_token_offsets() const noexcept { return level_offsets_; }
+  // Host copy of the batch's row layout (requests + 1 entries).
+  [[nodiscard]] std::span<const std::uint32_t> row_begin() const noexcept { return row_begin_; }
+  // Device views of the state (valid after the stream reaches them).
+  [[nodiscard]] std::span<const std::uint32_t> live_beams() const noexcept { return {live_.data(), request_count()}; }
+  [[nodiscard]] std::span<const float> beam_scores() const noexcept { return {scores_[parity_].data(), slot_count()}; }
+  [[nodiscard]] std::span<const std::uint32_t> trie_nodes() const noexcept { return {nodes_[parity_].data(), slot_count()}; }
+  [[nodiscard]] MatrixView<const std::uint32_t> tokens() const noexcept {
+    return {tokens_[parity_].data(), slot_count(), levels(), levels()};
+  }
+  [[nodiscard]] std::span<const std::uint32_t> ancestry(std::size_t level) const {
+    require_argument(level < step_, "BeamSearcher::ancestry", "level " + std::to_string(level) + " is not decoded yet");
+    return {ancestry_.data() + level * max_slots_, slot_count()};
+  }
+
+ private:
+  [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }
+  [[nodiscard]] TopKLimits select_limits() const noexcept {
+    return {config_.max_requests, max_slots_, config_.max_beam_width, config_.vocab, config_.max_beam_width, sparse_entries()};
+  }
+  [[nodiscard]] TopKLimits cap_limits() const noexcept {
+    return {max_slots_, max_slots_, 1, config_.vocab, pool_width_, sparse_entries()};
+  }
+  [[nodiscard]] TopKLimits pool_limits() const noexcept {
+    return {config_.max_requests, max_slots_, config_.max_beam_width, pool_width_, config_.max_beam_width, 0};
+  }
+
+  ItemTrieView trie_;
+  std::vector<std::uint32_t> codebook_sizes_;
+  BeamConfig config_;
+  std::vector<std::uint32_t> level_offsets_;
+  std::size_t max_slots_;
+  std::size_t pool_width_;
+  std::size_t mask_words_;
+  DeviceBuffer<float> scores_[2];
+  DeviceBuffer<std::uint32_t> nodes_[2];
+  DeviceBuffer<std::uint32_t> tokens_[2];
+  DeviceBuffer<std::uint32_t> ancestry_;
+  DeviceBuffer<std::uint32_t> live_;
+  DeviceBuffer<std::uint32_t> row_begin_device_;
+  PinnedBuffer<std::uint32_t> row_begin_staging_;
+  Event upload_done_{cudaEventDisableTiming};
+  DeviceBuffer<std::uint32_t> level_offsets_device_;
+  DeviceBuffer<float> offsets_;
+  DeviceBuffer<float> bounds_;
+  DeviceBuffer<std::uint32_t> mask_bits_;
+  DeviceBuffer<std::uint32_t> row_ptr_;
+  DeviceBuffer<std::uint32_t> columns_;
+  DeviceBuffer<float> winner_values_;
+  DeviceBuffer<std::uint32_t> winner_indices_;
+  DeviceBuffer<std::uint32_t> winner_counts_;
+  DeviceBuffer<float> pool_values_;
+  DeviceBuffer<std::uint32_t> pool_tokens_;
+  DeviceBuffer<std::uint32_t> pool_counts_;
+  DeviceWorkspace workspace_;
+  std::vector<std::uint32_t> row_begin_;
+  std::size_t max_width_ = 0;
+  int parity_ = 0;
+  std::size_t step_ = 0;
+};
+
+BeamSearcher(exec::cuda, const DeviceItemTrie&, const BeamConfig&) -> BeamSearcher<exec::cuda>;
+
+}  // namespace xgr

@@ -1,0 +1,157 @@
+// xgr/items/cuda.cuh — the ItemTrie on the device, and per-beam allowed sets built there.
+//
+// DeviceItemTrie copies the host trie's arrays once; its view() is the same ItemTrieView the host
+// uses, so lookups (children ranges, binary-searched child) are one code path. The allowed-set
+// builders write into caller-owned buffers sized once (see ItemTrie::max_children), never allocate,
+// and never write past the buffers they are given.
+#pragma once
+
+#include <cub/block/block_scan.cuh>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "xgr/core/cuda.cuh"
+#include "xgr/core/exec.hpp"
+#include "xgr/items/trie.hpp"
+
+namespace xgr {
+
+class DeviceItemTrie {
+ public:
+  // Copies `trie` to the device on exec.stream and waits for the copy (set-up, not a hot path).
+  DeviceItemTrie(const ItemTrie& trie, exec::cuda exec)
+      : codebook_sizes_(trie.codebook_sizes().begin(), trie.codebook_sizes().end()),
+        item_count_(trie.item_count()),
+        node_count_(trie.node_count()),
+        level_begin_(trie.level_begin().size()),
+        child_begin_(trie.child_begin().size()),
+        node_code_(trie.node_code().size()),
+        leaf_item_begin_(trie.leaf_item_begin().size()),
+        item_ids_(trie.item_ids().size()) {
+    require_argument(trie.levels() >= 1, "DeviceItemTrie", "the trie is empty (build it first)");
+    for (std::size_t depth = 0; depth <= trie.levels(); ++depth) max_children_.push_back(trie.max_children(depth));
+    copy_async(level_begin_.span(), trie.level_begin(), exec.stream);
+    copy_async(child_begin_.span(), trie.child_begin(), exec.stream);
+    copy_async(node_code_.span(), trie.node_code(), exec.stream);
+    copy_async(leaf_item_begin_.span(), trie.leaf_item_begin(), exec.stream);
+    copy_async(item_ids_.span(), trie.item_ids(), exec.stream);
+    XGR_CUDA_CHECK(cudaStreamSynchronize(exec.stream));
+  }
+
+  // Device pointers; pass by value to kernels.
+  [[nodiscard]] ItemTrieView view() const noexcept {
+    return {static_cast<std::uint32_t>(levels()), level_begin_.data(),     child_begin_.data(),
+            node_code_.data(),                    leaf_item_begin_.data(), item_ids_.data()};
+  }
+  [[nodiscard]] std::size_t levels() const noexcept { return codebook_sizes_.size(); }
+  [[nodiscard]] std::span<const std::uint32_t> codebook_sizes() const noexcept { return codebook_sizes_; }
+  [[nodiscard]] std::size_t max_children(std::size_t depth) const { return max_children_.at(depth); }
+  [[nodiscard]] std::size_t item_count() const noexcept { return item_count_; }
+  [[nodiscard]] std::size_t node_count() const noexcept { return node_count_; }
+  [[nodiscard]] std::size_t device_bytes() const noexcept {
+    return level_begin_.bytes() + child_begin_.bytes() + node_code_.bytes() + leaf_item_begin_.bytes() + item_ids_.bytes();
+  }
+
+ private:
+  std::vector<std::uint32_t> codebook_sizes_;
+  std::vector<std::size_t> max_children_;
+  std::size_t item_count_;
+  std::size_t node_count_;
+  DeviceBuffer<std::uint32_t> level_begin_;
+  DeviceBuffer<std::uint32_t> child_begin_;
+  DeviceBuffer<std::uint16_t> node_code_;
+  DeviceBuffer<std::uint32_t> leaf_item_begin_;
+  DeviceBuffer<ItemId> item_ids_;
+};
+
+namespace items::cuda_detail {
+
+inline constexpr int scan_threads = 1024;
+inline constexpr int rows_per_fill_block = 8;  // one warp per row
+
+// One block scans the rows' child counts into CSR offsets. Rows are at most a few ten thousand
+// beams, so a single block (a running prefix across 1024-row chunks) is cheaper than a device-wide
+// scan with its extra launches. Offsets are clamped to the columns' capacity: an undersized buffer
+// truncates the sets instead of overflowing.
+__global__ void __launch_bounds__(scan_threads) allowed_row_ptr_kernel(ItemTrieView trie, const std::uint32_t* row_nodes,
+                                                                      std::uint32_t rows, std::uint32_t capacity,
+                                                                      std::uint32_t* row_ptr) {
+  using BlockScan = cub::BlockScan<std::uint32_t, scan_threads>;
+  __shared__ typename BlockScan::TempStorage scan_storage;
+  __shared__ std::uint32_t carried;
+  if (threadIdx.x == 0) carried = 0;
+  __syncthreads();
+  for (std::uint32_t chunk = 0; chunk < rows; chunk += scan_threads) {
+    const std::uint32_t row = chunk + threadIdx.x;
+    const std::uint32_t count = row < rows ? trie.child_count(row_nodes[row]) : 0;
+    std::uint32_t offset = 0;
+    std::uint32_t chunk_total = 0;
+    BlockScan(scan_storage).ExclusiveSum(count, offset, chunk_total);
+    const std::uint32_t base = carried;
+    if (row < rows) row_ptr[row] = min(base + offset, capacity);
+    __syncthreads();
+    if (threadIdx.x == 0) carried = base + chunk_total;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) row_ptr[rows] = min(carried, capacity);
+}
+
+__global__ void allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t rows, std::uint32_t token_offset,
+                                    const std::uint32_t* row_ptr, std::uint32_t* columns) {
+  const std::uint32_t row = blockIdx.x * rows_per_fill_block + threadIdx.x / 32;
+  if (row >= rows) return;
+  const std::uint32_t first_child = trie.children_begin(row_nodes[row]);
+  const std::uint32_t begin = row_ptr[row];
+  const std::uint32_t count = row_ptr[row + 1] - begin;  // clamped: never past the capacity
+  for (std::uint32_t i = threadIdx.x % 32; i < count; i += 32) columns[begin + i] = token_offset + trie.node_code[first_child + i];
+}
+
+__global__ void allowed_mask_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t token_offset,
+                                    std::uint32_t* words, std::size_t row_stride, std::uint32_t words_per_row) {
+  const std::uint32_t row = blockIdx.x;
+  std::uint32_t* row_words = words + row * row_stride;
+  for (std::uint32_t word = threadIdx.x; word < words_per_row; word += blockDim.x) row_words[word] = 0;
+  __syncthreads();  // the block's clears are visible before any of its bits are set
+  const std::uint32_t node = row_nodes[row];
+  for (std::uint32_t child = trie.children_begin(node) + threadIdx.x; child < trie.children_end(node); child += blockDim.x) {
+    const std::uint32_t token = token_offset + trie.node_code[child];
+    if (token / 32 < words_per_row) atomicOr(row_words + token / 32, 1u << (token % 32));
+  }
+}
+
+}  // namespace items::cuda_detail
+
+// CSR allowed tokens of every row (see allowed_tokens(exec::host, ...) for the contract), on the
+// device: row_nodes, row_ptr (rows + 1) and columns are device memory. Two launches, no sync.
+// columns should hold allowed_token_count() entries (bounded by rows x ItemTrie::max_children of
+// the level); with fewer, the sets are truncated, never overrun.
+inline void allowed_tokens(exec::cuda exec, const ItemTrieView& trie, std::span<const std::uint32_t> row_nodes,
+                           std::uint32_t token_offset, std::span<std::uint32_t> row_ptr, std::span<std::uint32_t> columns) {
+  const char* op = "allowed_tokens(cuda)";
+  require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
+  require_argument(columns.size() <= 0xffffffffu, op, "columns exceed 32-bit offsets");
+  const auto rows = static_cast<std::uint32_t>(row_nodes.size());
+  items::cuda_detail::allowed_row_ptr_kernel<<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
+      trie, row_nodes.data(), rows, static_cast<std::uint32_t>(columns.size()), row_ptr.data());
+  XGR_CUDA_CHECK_LAUNCH();
+  if (rows == 0) return;
+  const unsigned blocks = (rows + items::cuda_detail::rows_per_fill_block - 1) / items::cuda_detail::rows_per_fill_block;
+  items::cuda_detail::allowed_fill_kernel<<<blocks, items::cuda_detail::rows_per_fill_block * 32, 0, exec.stream>>>(
+      trie, row_nodes.data(), rows, token_offset, row_ptr.data(), columns.data());
+  XGR_CUDA_CHECK_LAUNCH();
+}
+
+// Bitset rows of allowed tokens (see allowed_mask(exec::host, ...)), on the device. One launch.
+inline void allowed_mask(exec::cuda exec, const ItemTrieView& trie, std::span<const std::uint32_t> row_nodes,
+                         std::uint32_t token_offset, MatrixView<std::uint32_t> words) {
+  require_argument(words.rows >= row_nodes.size(), "allowed_mask(cuda)", "the mask needs one row per beam");
+  if (row_nodes.empty()) return;
+  items::cuda_detail::allowed_mask_kernel<<<static_cast<unsigned>(row_nodes.size()), 256, 0, exec.stream>>>(
+      trie, row_nodes.data(), token_offset, words.data, words.row_stride, static_cast<std::uint32_t>(words.cols));
+  XGR_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace xgr
