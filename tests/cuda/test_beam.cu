@@ -1,0 +1,314 @@
+// The CUDA ItemTrie helpers and BeamSearcher against the host reference: every step's beams
+// (live counts, scores bit for bit, trie nodes, token histories, ancestry) and the final results.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support/random.hpp"
+#include "xgr/beam/cuda.cuh"
+#include "xgr/items/cuda.cuh"
+#include "xgr/items/io.hpp"
+
+namespace {
+
+struct Shape {
+  std::vector<std::uint32_t> codebooks;
+  std::size_t items;
+  bool separate_token_ranges;  // levels' tokens side by side in the vocab, or all starting at 0
+  std::size_t extra_vocab;     // tokens no level uses (specials)
+  std::vector<std::uint32_t> widths;
+  std::size_t top_k_per_beam;
+  enum class Logits { smooth, ties, with_inf_and_nan } logits;
+};
+
+xgr::ItemTrie random_trie(std::mt19937_64& rng, const std::vector<std::uint32_t>& codebooks, std::size_t items) {
+  std::vector<std::uint32_t> codes(items * codebooks.size());
+  // Skewed codes (a few popular prefixes) so fan-outs vary a lot between nodes.
+  for (std::size_t item = 0; item < items; ++item) {
+    for (std::size_t level = 0; level < codebooks.size(); ++level) {
+      const std::uint64_t a = rng() % codebooks[level];
+      const std::uint64_t b = rng() % codebooks[level];
+      codes[item * codebooks.size() + level] = static_cast<std::uint32_t>(level == 0 ? std::min(a, b) : a);
+    }
+  }
+  std::vector<xgr::ItemId> ids(items);
+  for (auto& id : ids) id = rng();
+  return xgr::ItemTrie::build(codebooks, {codes.data(), items, codebooks.size(), codebooks.size()}, ids);
+}
+
+template <class T>
+std::vector<T> random_logits(std::mt19937_64& rng, std::size_t rows, std::size_t vocab, Shape::Logits kind) {
+  std::vector<T> logits(rows * vocab);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::uniform_int_distribution<int> few(-3, 3);
+  std::uniform_int_distribution<int> percent(0, 99);
+  for (auto& value : logits) {
+    float x = kind == Shape::Logits::ties ? static_cast<float>(few(rng)) : normal(rng);
+    if (kind == Shape::Logits::with_inf_and_nan) {
+      const int p = percent(rng);
+      if (p < 5) x = -std::numeric_limits<float>::infinity();
+      if (p == 5) x = std::numeric_limits<float>::quiet_NaN();
+    }
+    value = xgr::from_float<T>(x);
+  }
+  return logits;
+}
+
+template <class T>
+std::vector<T> copy_to_host(std::span<const T> device) {
+  std::vector<T> host(device.size());
+  if (!device.empty()) XGR_CUDA_CHECK(cudaMemcpy(host.data(), device.data(), device.size_bytes(), cudaMemcpyDeviceToHost));
+  return host;
+}
+
+std::vector<std::uint32_t> bits_of(std::span<const float> values) {
+  std::vector<std::uint32_t> bits(values.size());
+  std::memcpy(bits.data(), values.data(), values.size_bytes());
+  return bits;
+}
+
+template <class T, class Normalize, class Select, class Filter>
+void compare_search(std::mt19937_64& rng, const Shape& shape) {
+  const xgr::ItemTrie trie = random_trie(rng, shape.codebooks, shape.items);
+  xgr::Stream stream;
+  const xgr::exec::cuda exec = stream.exec();
+  const xgr::DeviceItemTrie device_trie(trie, exec);
+
+  xgr::BeamConfig config;
+  config.max_requests = shape.widths.size() + 1;  // the batch need not fill the searcher
+  config.max_beam_width = *std::max_element(shape.widths.begin(), shape.widths.end());
+  config.top_k_per_beam = shape.top_k_per_beam;
+  std::uint32_t next_token = 0;
+  for (std::uint32_t codebook : shape.codebooks) {
+    config.level_token_offsets.push_back(shape.separate_token_ranges ? next_token : 0);
+    next_token = shape.separate_token_ranges ? next_token + codebook : std::max(next_token, codebook);
+  }
+  config.vocab = next_token + shape.extra_vocab;
+
+  xgr::BeamSearcher<xgr::exec::host_t, Normalize, Select, Filter> host(xgr::exec::host, trie, config);
+  xgr::BeamSearcher<xgr::exec::cuda, Normalize, Select, Filter> device(exec, device_trie, config);
+  host.begin(xgr::exec::host, shape.widths);
+  device.begin(exec, shape.widths);
+  const std::size_t slots = host.slot_count();
+  REQUIRE(device.slot_count() == slots);
+
+  xgr::DeviceBuffer<T> device_logits(slots * config.vocab);
+  for (std::size_t level = 0; level < trie.levels(); ++level) {
+    CAPTURE(level);
+    const std::vector<T> logits = random_logits<T>(rng, slots, config.vocab, shape.logits);
+    XGR_CUDA_CHECK(cudaMemcpyAsync(device_logits.data(), logits.data(), logits.size() * sizeof(T), cudaMemcpyHostToDevice, stream.get()));
+    host.step(xgr::exec::host, xgr::matrix_view(logits.data(), slots, config.vocab));
+    device.step(exec, xgr::MatrixView<const T>{device_logits.data(), slots, config.vocab, config.vocab});
+    stream.synchronize();
+
+    const std::vector<std::uint32_t> live = copy_to_host(device.live_beams());
+    const std::vector<float> scores = copy_to_host(device.beam_scores());
+    const std::vector<std::uint32_t> nodes = copy_to_host(device.trie_nodes());
+    const std::vector<std::uint32_t> ancestry = copy_to_host(device.ancestry(level));
+    const std::vector<std::uint32_t> tokens = copy_to_host(std::span<const std::uint32_t>(device.tokens().data, slots * trie.levels()));
+    REQUIRE(live == std::vector<std::uint32_t>(host.live_beams().begin(), host.live_beams().end()));
+    CHECK(ancestry == std::vector<std::uint32_t>(host.ancestry(level).begin(), host.ancestry(level).end()));
+    for (std::size_t request = 0; request < shape.widths.size(); ++request) {
+      for (std::uint32_t slot = 0; slot < live[request]; ++slot) {
+        const std::size_t row = host.row_begin()[request] + slot;
+        CAPTURE(row);
+        REQUIRE(bits_of({&scores[row], 1}) == bits_of({&host.beam_scores()[row], 1}));
+        REQUIRE(nodes[row] == host.trie_nodes()[row]);
+        for (std::size_t l = 0; l <= level; ++l) REQUIRE(tokens[row * trie.levels() + l] == host.tokens()(row, l));
+      }
+    }
+  }
+
+  // Final results, device outputs poisoned first so nothing unwritten can pass.
+  const std::size_t levels = trie.levels();
+  std::vector<std::uint32_t> codes(slots * levels), item_counts(slots), counts(shape.widths.size());
+  std::vector<float> scores(slots);
+  std::vector<xgr::ItemId> ids(slots);
+  host.finalize(xgr::exec::host, {xgr::matrix_view(codes.data(), slots, levels), scores, ids, item_counts, counts});
+  xgr::DeviceBuffer<std::uint32_t> d_codes(slots * levels), d_item_counts(slots), d_counts(shape.widths.size());
+  xgr::DeviceBuffer<float> d_scores(slots);
+  xgr::DeviceBuffer<xgr::ItemId> d_ids(slots);
+  for (auto* buffer : {&d_codes, &d_item_counts, &d_counts}) XGR_CUDA_CHECK(cudaMemset(buffer->data(), 0x5a, buffer->bytes()));
+  XGR_CUDA_CHECK(cudaMemset(d_scores.data(), 0x5a, d_scores.bytes()));
+  XGR_CUDA_CHECK(cudaMemset(d_ids.data(), 0x5a, d_ids.bytes()));
+  device.finalize(exec, {xgr::matrix_view(d_codes.data(), slots, levels), d_scores.span(), d_ids.span(), d_item_counts.span(), d_counts.span()});
+  stream.synchronize();
+  CHECK(copy_to_host<std::uint32_t>(d_codes.span()) == codes);
+  CHECK(bits_of(copy_to_host<float>(d_scores.span())) == bits_of(scores));
+  CHECK(copy_to_host<xgr::ItemId>(d_ids.span()) == ids);
+  CHECK(copy_to_host<std::uint32_t>(d_item_counts.span()) == item_counts);
+  CHECK(copy_to_host<std::uint32_t>(d_counts.span()) == counts);
+}
+
+std::vector<Shape> standard_shapes() {
+  using L = Shape::Logits;
+  return {
+      {{16, 16, 16}, 300, true, 2, {8, 8, 8}, 0, L::smooth},
+      {{5}, 4, true, 0, {3, 9}, 0, L::smooth},                          // one level; width above the valid set
+      {{7, 11}, 0, false, 3, {4}, 0, L::smooth},                        // empty catalogue: no results
+      {{37, 37, 37}, 2000, false, 0, {1, 17, 64}, 0, L::ties},          // many equal scores
+      {{64, 64, 64}, 5000, true, 5, {32, 5, 100}, 0, L::with_inf_and_nan},
+      {{256, 256, 256}, 20000, true, 0, {128, 128, 256}, 0, L::smooth},
+      {{256, 256, 256}, 20000, false, 1, {256, 100}, 7, L::smooth},     // per-beam cap below the width
+      {{100, 1000, 10}, 3000, true, 0, {300, 1}, 500, L::smooth},       // cap above the width: no effect
+      {{1000, 1000}, 30000, false, 0, {1024, 333}, 0, L::smooth},       // widest beams
+      {{8, 8, 8, 8, 8, 8, 8, 8}, 3000, true, 0, {50, 20}, 0, L::smooth}, // eight levels
+  };
+}
+
+}  // namespace
+
+TEST_CASE("CUDA allowed sets equal the host's: CSR tokens and bitset rows") {
+  std::mt19937_64 rng = xgr::test::make_rng(301);
+  for (int round = 0; round < 4; ++round) {
+    const std::vector<std::uint32_t> codebooks{50, 300, 7};
+    const xgr::ItemTrie trie = random_trie(rng, codebooks, 1 + rng() % 5000);
+    const xgr::DeviceItemTrie device_trie(trie, xgr::exec::cuda{});
+    const std::size_t rows = 1 + rng() % 3000;
+    std::vector<std::uint32_t> nodes(rows);
+    for (auto& node : nodes) {
+      const auto pick = rng() % 10;
+      node = pick == 0 ? xgr::no_trie_node : static_cast<std::uint32_t>(rng() % trie.node_count());  // leaves included
+    }
+    const std::uint32_t token_offset = static_cast<std::uint32_t>(rng() % 40);
+    const std::size_t total = xgr::allowed_token_count(trie.view(), nodes);
+    std::vector<std::uint32_t> row_ptr(rows + 1), columns(total);
+    xgr::allowed_tokens(xgr::exec::host, trie.view(), nodes, token_offset, row_ptr, columns);
+
+    const auto d_nodes = xgr::to_device<std::uint32_t>(nodes);
+    xgr::DeviceBuffer<std::uint32_t> d_row_ptr(rows + 1), d_columns(std::max<std::size_t>(total, 1));
+    xgr::allowed_tokens(xgr::exec::cuda{}, device_trie.view(), d_nodes.span(), token_offset, d_row_ptr.span(), d_columns.span());
+    XGR_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(copy_to_host<std::uint32_t>(d_row_ptr.span()) == row_ptr);
+    CHECK(copy_to_host<std::uint32_t>(d_columns.span().first(total)) == columns);
+
+    const std::size_t words = (token_offset + 300 + 31) / 32 + 1;
+    std::vector<std::uint32_t> mask(rows * words);
+    xgr::allowed_mask(xgr::exec::host, trie.view(), nodes, token_offset, xgr::matrix_view(mask.data(), rows, words));
+    xgr::DeviceBuffer<std::uint32_t> d_mask(rows * words);
+    XGR_CUDA_CHECK(cudaMemset(d_mask.data(), 0xff, d_mask.bytes()));  // stale bits must be cleared
+    xgr::allowed_mask(xgr::exec::cuda{}, device_trie.view(), d_nodes.span(), token_offset, xgr::matrix_view(d_mask.data(), rows, words));
+    XGR_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(copy_to_host<std::uint32_t>(d_mask.span()) == mask);
+  }
+}
+
+TEST_CASE("CUDA allowed tokens never write past an undersized buffer") {
+  std::mt19937_64 rng = xgr::test::make_rng(302);
+  const xgr::ItemTrie trie = random_trie(rng, {64, 64}, 2000);
+  const xgr::DeviceItemTrie device_trie(trie, xgr::exec::cuda{});
+  std::vector<std::uint32_t> nodes(100, 0);  // 100 roots, each with up to 64 children
+  const auto d_nodes = xgr::to_device<std::uint32_t>(nodes);
+  xgr::DeviceBuffer<std::uint32_t> d_row_ptr(101), d_columns(1000 + 16);
+  XGR_CUDA_CHECK(cudaMemset(d_columns.data(), 0xab, d_columns.bytes()));
+  xgr::allowed_tokens(xgr::exec::cuda{}, device_trie.view(), d_nodes.span(), 0, d_row_ptr.span(), d_columns.span().first(1000));
+  XGR_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto row_ptr = copy_to_host<std::uint32_t>(d_row_ptr.span());
+  const auto columns = copy_to_host<std::uint32_t>(d_columns.span());
+  CHECK(row_ptr.back() == 1000);
+  CHECK(std::is_sorted(row_ptr.begin(), row_ptr.end()));
+  for (std::size_t i = 1000; i < columns.size(); ++i) CHECK(columns[i] == 0xababababu);
+}
+
+TEST_CASE("CUDA BeamSearcher equals the host reference step by step (default policies, f32)") {
+  std::mt19937_64 rng = xgr::test::make_rng(303);
+  for (const Shape& shape : standard_shapes()) {
+    CAPTURE(shape.items);
+    CAPTURE(shape.codebooks.size());
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
+TEST_CASE("CUDA BeamSearcher baselines and policies select the same beams as the host") {
+  std::mt19937_64 rng = xgr::test::make_rng(304);
+  for (const Shape& shape : standard_shapes()) {
+    CAPTURE(shape.items);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::FullSortSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
+    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
+TEST_CASE("CUDA BeamSearcher equals the host reference on half and bfloat16 logits") {
+  std::mt19937_64 rng = xgr::test::make_rng(305);
+  for (const Shape& shape : standard_shapes()) {
+    CAPTURE(shape.items);
+    compare_search<xgr::half, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
+TEST_CASE("CUDA BeamSearcher on a GR-sized batch: 4 requests x 256 beams x 8192 codes") {
+  std::mt19937_64 rng = xgr::test::make_rng(306);
+  using L = Shape::Logits;
+  const Shape shape{{8192, 8192, 8192}, 200000, false, 0, {256, 256, 256, 256}, 0, L::smooth};
+  compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  const Shape capped{{8192, 8192, 8192}, 200000, false, 0, {256, 128}, 64, L::smooth};
+  compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, capped);
+}
+
+TEST_CASE("CUDA BeamSearcher reuses its buffers across batches of different shapes") {
+  std::mt19937_64 rng = xgr::test::make_rng(307);
+  const xgr::ItemTrie trie = random_trie(rng, {32, 32, 32}, 3000);
+  xgr::Stream stream;
+  const xgr::DeviceItemTrie device_trie(trie, stream.exec());
+  xgr::BeamConfig config;
+  config.max_requests = 4;
+  config.max_beam_width = 64;
+  config.vocab = 32;
+  xgr::BeamSearcher host(xgr::exec::host, trie, config);
+  xgr::BeamSearcher device(stream.exec(), device_trie, config);
+  for (int batch = 0; batch < 6; ++batch) {
+    std::vector<std::uint32_t> widths(1 + rng() % 4);
+    for (auto& width : widths) width = static_cast<std::uint32_t>(1 + rng() % 64);
+    host.begin(xgr::exec::host, widths);
+    device.begin(stream.exec(), widths);
+    const std::size_t slots = host.slot_count();
+    xgr::DeviceBuffer<float> d_logits(slots * 32);
+    for (std::size_t level = 0; level < 3; ++level) {
+      const auto logits = random_logits<float>(rng, slots, 32, Shape::Logits::smooth);
+      XGR_CUDA_CHECK(cudaMemcpy(d_logits.data(), logits.data(), logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+      host.step(xgr::exec::host, xgr::matrix_view(logits.data(), slots, 32));
+      device.step(stream.exec(), xgr::MatrixView<const float>{d_logits.data(), slots, 32, 32});
+    }
+    stream.synchronize();
+    const auto scores = copy_to_host(device.beam_scores());
+    CHECK(bits_of(scores) == bits_of(host.beam_scores()));
+    CHECK(copy_to_host(device.live_beams()) == std::vector<std::uint32_t>(host.live_beams().begin(), host.live_beams().end()));
+  }
+}
+
+TEST_CASE("CUDA BeamSearcher rejects bad calls before launching anything") {
+  std::mt19937_64 rng = xgr::test::make_rng(308);
+  const xgr::ItemTrie trie = random_trie(rng, {16, 16}, 100);
+  const xgr::DeviceItemTrie device_trie(trie, xgr::exec::cuda{});
+  xgr::BeamConfig config;
+  config.max_requests = 2;
+  config.max_beam_width = 8;
+  config.vocab = 16;
+  xgr::BeamSearcher device(xgr::exec::cuda{}, device_trie, config);
+  xgr::DeviceBuffer<float> logits(16 * 16);
+  const xgr::MatrixView<const float> view{logits.data(), 16, 16, 16};
+  CHECK_THROWS_AS(device.step(xgr::exec::cuda{}, view), xgr::Error);  // no begin()
+  const std::vector<std::uint32_t> too_wide{9};
+  CHECK_THROWS_AS(device.begin(xgr::exec::cuda{}, too_wide), xgr::Error);
+  const std::vector<std::uint32_t> too_many{1, 1, 1};
+  CHECK_THROWS_AS(device.begin(xgr::exec::cuda{}, too_many), xgr::Error);
+  const std::vector<std::uint32_t> widths{8, 8};
+  device.begin(xgr::exec::cuda{}, widths);
+  CHECK_THROWS_AS(device.step(xgr::exec::cuda{}, xgr::MatrixView<const float>{logits.data(), 15, 16, 16}), xgr::Error);
+  device.step(xgr::exec::cuda{}, view);
+  device.step(xgr::exec::cuda{}, view);
+  CHECK_THROWS_AS(device.step(xgr::exec::cuda{}, view), xgr::Error);  // both levels decoded
+  config.vocab = 15;  // level tokens [0, 16) do not fit
+  CHECK_THROWS_AS(xgr::BeamSearcher(xgr::exec::cuda{}, device_trie, config), xgr::Error);
+  XGR_CUDA_CHECK(cudaDeviceSynchronize());
+}
