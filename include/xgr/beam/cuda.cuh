@@ -5,8 +5,8 @@
 //
 //   1. allowed sets   from the trie, for every live beam (Filter policy): CSR tokens (two small
 //                     launches) or a dense bitset (one launch, the baseline).
-//   2. normalize      one block per live beam reads its logits row once from DRAM (the max) and once
-//                     more from L2 (the fixed-point sum of exps), and writes the beam's offset
+//   2. normalize      one block per live beam reads its logits row once (kept in registers for
+//                     rows up to 8192 columns) for the max and the fixed-point sum of exps; writes the beam's offset
 //                     s_b - lse_b and its *score bound*: the best allowed logit plus the offset, an
 //                     exact upper bound of every candidate of the beam.
 //   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
@@ -70,7 +70,10 @@ __device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uin
 
 // Per live beam: offset = s_b - lse_b and bound = best allowed logit + offset (-inf when nothing is
 // selectable). Dead slots get bound -inf so the selection skips them without reading.
-template <class T>
+// Rows of up to normalize_threads x Cached normalised columns stay in registers between the max
+// and the sum, so the logits are read from memory once; longer rows (Cached = 0) are read twice,
+// the second time mostly from L2.
+template <int Cached, class T>
 __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView<const T> logits, ItemTrieView trie,
                                                                      const std::uint32_t* nodes, const float* beam_scores,
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
@@ -89,14 +92,29 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   }
   const T* logit_row = logits.row(row);
   float local_max = negative_infinity;
-  for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
-    local_max = max_ignoring_nan(local_max, load_logit(logit_row, column));
+  float cached[Cached > 0 ? Cached : 1];
+  if constexpr (Cached > 0) {
+#pragma unroll
+    for (int i = 0; i < Cached; ++i) {
+      const std::uint32_t column = norm_begin + threadIdx.x + i * normalize_threads;
+      cached[i] = column < norm_end ? load_logit(logit_row, column) : negative_infinity;  // -inf adds 0 to the sum
+      local_max = max_ignoring_nan(local_max, cached[i]);
+    }
+  } else {
+    for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+      local_max = max_ignoring_nan(local_max, load_logit(logit_row, column));
+    }
   }
   const float row_max = block_max(local_max, max_shared);
   std::uint64_t local_sum = 0;
   if (row_max > negative_infinity && row_max < __builtin_huge_valf()) {
-    for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
-      local_sum += exp_fixed(load_logit(logit_row, column) - row_max);
+    if constexpr (Cached > 0) {
+#pragma unroll
+      for (int i = 0; i < Cached; ++i) local_sum += exp_fixed(cached[i] - row_max);
+    } else {
+      for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+        local_sum += exp_fixed(load_logit(logit_row, column) - row_max);
+      }
     }
   }
   const std::uint64_t fixed_sum = block_sum(local_sum, sum_shared);
@@ -112,6 +130,24 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     offsets[row] = offset;
     bounds[row] = bound > negative_infinity ? bound : negative_infinity;  // NaN (inf - inf) -> nothing selectable
   }
+}
+
+template <class T>
+void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, const std::uint32_t* nodes, const float* beam_scores,
+                      std::uint32_t norm_begin, std::uint32_t norm_end, std::uint32_t token_offset, float* offsets, float* bounds,
+                      std::uint32_t rows, cudaStream_t stream) {
+  const std::uint32_t columns = norm_end - norm_begin;
+  if (columns <= normalize_threads * 8) {
+    normalize_kernel<8, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
+                                                                 token_offset, offsets, bounds);
+  } else if (columns <= normalize_threads * 32) {
+    normalize_kernel<32, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
+                                                                  token_offset, offsets, bounds);
+  } else {
+    normalize_kernel<0, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
+                                                                 token_offset, offsets, bounds);
+  }
+  XGR_CUDA_CHECK_LAUNCH();
 }
 
 struct UpdateArgs {
@@ -311,10 +347,9 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       mask = TopKMask::sparse(std::span<const std::uint32_t>(row_ptr_.data(), slots + 1), columns_.span());
     }
 
-    beam::cuda_detail::normalize_kernel<T><<<slots, beam::cuda_detail::normalize_threads, 0, exec.stream>>>(
-        logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
-        static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data());
-    XGR_CUDA_CHECK_LAUNCH();
+    beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
+                                        static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(), slots,
+                                        exec.stream);
 
     const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
