@@ -902,11 +902,10 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
                    const std::uint32_t* survivor_counts, const CandidateKey* survivors, std::size_t capacity,
                    const TopKResult& result, cudaStream_t stream) {
   constexpr std::size_t boundary_bytes = boundary_capacity * sizeof(CandidateKey);
-  static const bool configured = [] {
-    XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
-    return true;
-  }();
-  (void)configured;
+  // Set on every launch, not once per process: without relocatable device code every translation
+  // unit holds its own copy of select_kernel<T>, while a function-local static guard would be shared
+  // by all of them and leave the other copies at the 48 KB default. The call is a cheap host call.
+  XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
   select_kernel<T><<<problem.groups, select_threads, boundary_bytes, stream>>>(
       problem, source, bounds, survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
       result.indices.data, result.indices.row_stride, result.counts.data());
