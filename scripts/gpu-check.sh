@@ -1,6 +1,17 @@
 #!/usr/bin/env bash
 # What is run on a GPU machine to produce the records in docs/benchmarks/: the CUDA build with all
 # tests, the benchmarks (JSON), and the PyTorch anchors. Usage: scripts/gpu-check.sh OUTPUT_DIR [BENCH_FILTER]
+#
+#   BENCH_FILTER        Google Benchmark regex (default "." = everything). The PyTorch anchors run
+#                       with it: topk_anchor.py for "." and "topk", beam_step_anchor.py for "." and
+#                       filters starting with "beam".
+#   XGR_SKIP_TESTS=1    skip the `cuda` workflow and its tests (benchmark-only records, e.g. to fit
+#                       a 10-minute command: scripts/gpu-check.sh OUT beam/ with it takes ~5 min).
+#   XGR_BENCH_TIMEOUT   seconds for xgr_benchmarks (default 400).
+#
+# Writes at most 8 files to OUTPUT_DIR: device.txt, build.log (cuda workflow + bench build),
+# cuda_tests.log (tests + examples), xgr_benchmarks.json, benchmarks.log, torch_topk.json,
+# torch_beam.json, torch.log (both anchors' output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/gpu-check}
@@ -15,18 +26,40 @@ mkdir -p "$out"
 } > "$out/device.txt"
 cat "$out/device.txt"
 
-cmake --workflow --preset cuda > "$out/cuda_workflow.log" 2>&1
-echo "cuda workflow exit $?"
-grep -E "tests passed|Passed|Failed|Skipped" "$out/cuda_workflow.log"
-build/cuda/tests/xgr_cuda_tests > "$out/cuda_tests.log" 2>&1
-echo "cuda tests exit $?"; tail -4 "$out/cuda_tests.log"
-build/cuda/examples/xgr_topk_example > "$out/topk_example.log" 2>&1; tail -1 "$out/topk_example.log"
+: > "$out/build.log"
+: > "$out/torch.log"
+if [ "${XGR_SKIP_TESTS:-0}" != "1" ]; then
+  cmake --workflow --preset cuda >> "$out/build.log" 2>&1
+  echo "cuda workflow exit $?"
+  grep -E "tests passed|Passed|Failed|Skipped" "$out/build.log"
+  build/cuda/tests/xgr_cuda_tests > "$out/cuda_tests.log" 2>&1
+  echo "cuda tests exit $?"; tail -4 "$out/cuda_tests.log"
+  { echo "== xgr_topk_example"; build/cuda/examples/xgr_topk_example; } >> "$out/cuda_tests.log" 2>&1; tail -1 "$out/cuda_tests.log"
+else
+  echo "cuda workflow and tests skipped (XGR_SKIP_TESTS=1)"
+fi
 
-cmake --preset bench > /dev/null && cmake --build build/bench > "$out/bench_build.log" 2>&1
-timeout 400 build/bench/benchmarks/xgr_benchmarks --benchmark_filter="$filter" --benchmark_out="$out/xgr_benchmarks.json" \
-  > "$out/benchmarks.log" 2>&1
+{ echo "== bench build"; cmake --preset bench && cmake --build build/bench; } >> "$out/build.log" 2>&1
+echo "bench build exit $?"
+# Line-buffered (stdbuf), so that a run cut by the timeout still leaves every finished row in the log.
+line_buffered=()
+command -v stdbuf > /dev/null && line_buffered=(stdbuf -oL)
+timeout "${XGR_BENCH_TIMEOUT:-400}" ${line_buffered[@]+"${line_buffered[@]}"} build/bench/benchmarks/xgr_benchmarks --benchmark_filter="$filter" \
+  --benchmark_out="$out/xgr_benchmarks.json" > "$out/benchmarks.log" 2>&1
 echo "benchmarks exit $?"
 if [ "$filter" = "." ] || [ "$filter" = "topk" ]; then
-  PYTHONUNBUFFERED=1 timeout 120 python3 benchmarks/torch/topk_anchor.py --json "$out/torch_topk.json" > "$out/torch_topk.log" 2>&1
-  echo "torch anchor exit $?"
+  echo "== topk_anchor.py" >> "$out/torch.log"
+  PYTHONUNBUFFERED=1 timeout 120 python3 benchmarks/torch/topk_anchor.py --json "$out/torch_topk.json" >> "$out/torch.log" 2>&1
+  echo "torch topk anchor exit $?"
+fi
+if [ "$filter" = "." ] || [ "${filter#beam}" != "$filter" ]; then
+  echo "== beam_step_anchor.py" >> "$out/torch.log"
+  PYTHONUNBUFFERED=1 timeout 300 python3 benchmarks/torch/beam_step_anchor.py --json "$out/torch_beam.json" >> "$out/torch.log" 2>&1
+  echo "torch beam anchor exit $?"
+  # The beam table last (the JSON when xgr_benchmarks finished, else its console log).
+  bench_results="$out/xgr_benchmarks.json"
+  python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$bench_results" 2>/dev/null || bench_results="$out/benchmarks.log"
+  torch_results=()
+  [ -s "$out/torch_beam.json" ] && torch_results=("$out/torch_beam.json")
+  python3 scripts/beam_table.py "$bench_results" ${torch_results[@]+"${torch_results[@]}"}
 fi
