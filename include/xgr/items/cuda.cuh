@@ -8,6 +8,7 @@
 
 #include <cub/block/block_scan.cuh>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -70,7 +71,8 @@ class DeviceItemTrie {
 namespace items::cuda_detail {
 
 inline constexpr int scan_threads = 1024;
-inline constexpr int rows_per_fill_block = 8;  // one warp per row
+inline constexpr int fill_threads = 256;
+inline constexpr std::size_t max_fill_blocks = 1024;
 
 // One block scans the rows' child counts into CSR offsets. Rows are at most a few ten thousand
 // beams, so a single block (a running prefix across 1024-row chunks) is cheaper than a device-wide
@@ -99,14 +101,26 @@ __global__ void __launch_bounds__(scan_threads) allowed_row_ptr_kernel(ItemTrieV
   if (threadIdx.x == 0) row_ptr[rows] = min(carried, capacity);
 }
 
+// One thread per allowed token, whatever the rows' fan-outs: a step at level 0 has a few beams with
+// thousands of children each, deeper levels thousands of beams with a handful each, and a warp per
+// row would leave the first case to a few warps walking long lists. Each thread finds its row by a
+// binary search over the CSR offsets (L1-resident, about log2(rows) probes).
 __global__ void allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t rows, std::uint32_t token_offset,
                                     const std::uint32_t* row_ptr, std::uint32_t* columns) {
-  const std::uint32_t row = blockIdx.x * rows_per_fill_block + threadIdx.x / 32;
-  if (row >= rows) return;
-  const std::uint32_t first_child = trie.children_begin(row_nodes[row]);
-  const std::uint32_t begin = row_ptr[row];
-  const std::uint32_t count = row_ptr[row + 1] - begin;  // clamped: never past the capacity
-  for (std::uint32_t i = threadIdx.x % 32; i < count; i += 32) columns[begin + i] = token_offset + trie.node_code[first_child + i];
+  const std::uint32_t total = row_ptr[rows];  // clamped to the capacity by the scan
+  for (std::uint32_t entry = blockIdx.x * blockDim.x + threadIdx.x; entry < total; entry += gridDim.x * blockDim.x) {
+    std::uint32_t low = 0;  // the last row whose offset is <= entry (rows without entries are skipped)
+    std::uint32_t high = rows;
+    while (high - low > 1) {
+      const std::uint32_t middle = low + (high - low) / 2;
+      if (row_ptr[middle] <= entry) {
+        low = middle;
+      } else {
+        high = middle;
+      }
+    }
+    columns[entry] = token_offset + trie.node_code[trie.children_begin(row_nodes[low]) + (entry - row_ptr[low])];
+  }
 }
 
 __global__ void allowed_mask_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t token_offset,
@@ -138,8 +152,10 @@ inline void allowed_tokens(exec::cuda exec, const ItemTrieView& trie, std::span<
       trie, row_nodes.data(), rows, static_cast<std::uint32_t>(columns.size()), row_ptr.data());
   XGR_CUDA_CHECK_LAUNCH();
   if (rows == 0) return;
-  const unsigned blocks = (rows + items::cuda_detail::rows_per_fill_block - 1) / items::cuda_detail::rows_per_fill_block;
-  items::cuda_detail::allowed_fill_kernel<<<blocks, items::cuda_detail::rows_per_fill_block * 32, 0, exec.stream>>>(
+  // The total is on the device; the grid covers the capacity, up to a few waves, and strides beyond.
+  const std::size_t wanted = (columns.size() + items::cuda_detail::fill_threads - 1) / items::cuda_detail::fill_threads;
+  const auto blocks = static_cast<unsigned>(std::clamp<std::size_t>(wanted, 1, items::cuda_detail::max_fill_blocks));
+  items::cuda_detail::allowed_fill_kernel<<<blocks, items::cuda_detail::fill_threads, 0, exec.stream>>>(
       trie, row_nodes.data(), rows, token_offset, row_ptr.data(), columns.data());
   XGR_CUDA_CHECK_LAUNCH();
 }
