@@ -3,3 +3,6 @@
 
 #include "xgr/xgr.hpp"
 #include "xgr/core/cuda.cuh"
+#include "xgr/topk/cuda.cuh"
+#include "xgr/items/cuda.cuh"
+#include "xgr/beam/cuda.cuh"

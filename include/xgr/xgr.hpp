@@ -8,3 +8,7 @@
 #include "xgr/core/memory.hpp"
 #include "xgr/core/view.hpp"
 #include "xgr/core/workspace.hpp"
+#include "xgr/topk/host.hpp"
+#include "xgr/items/io.hpp"
+#include "xgr/items/trie.hpp"
+#include "xgr/beam/host.hpp"
