@@ -42,6 +42,9 @@ namespace beam::cuda_detail {
 
 inline constexpr int normalize_threads = 256;
 inline constexpr int update_threads = 256;
+inline constexpr int small_kernel_threads = 256;  // begin and finalize
+// Every kernel is a template (on its block size or element type) so that this header can be
+// included by several translation units of one program without duplicate definitions.
 
 template <class T>
 __device__ __forceinline__ float load_logit(const T* row, std::uint32_t column) {
@@ -172,12 +175,13 @@ struct UpdateArgs {
   std::uint32_t* live;
 };
 
-__global__ void __launch_bounds__(update_threads) update_kernel(UpdateArgs args) {
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
   const std::uint32_t request = blockIdx.x;
   const std::uint32_t first_row = args.row_begin[request];
   const std::uint32_t width = args.row_begin[request + 1] - first_row;
   const std::uint32_t kept = min(args.winner_counts[request], width);
-  for (std::uint32_t slot = threadIdx.x; slot < width; slot += update_threads) {
+  for (std::uint32_t slot = threadIdx.x; slot < width; slot += BlockThreads) {
     const std::uint32_t row = first_row + slot;
     if (slot >= kept) {
       args.next_nodes[row] = no_trie_node;
@@ -207,9 +211,10 @@ __global__ void __launch_bounds__(update_threads) update_kernel(UpdateArgs args)
   if (threadIdx.x == 0) args.live[request] = kept;
 }
 
-__global__ void begin_kernel(const std::uint32_t* row_begin, std::uint32_t* nodes, float* scores, std::uint32_t* live) {
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) begin_kernel(const std::uint32_t* row_begin, std::uint32_t* nodes, float* scores, std::uint32_t* live) {
   const std::uint32_t request = blockIdx.x;
-  for (std::uint32_t row = row_begin[request] + threadIdx.x; row < row_begin[request + 1]; row += blockDim.x) {
+  for (std::uint32_t row = row_begin[request] + threadIdx.x; row < row_begin[request + 1]; row += BlockThreads) {
     const bool first = row == row_begin[request];
     nodes[row] = first ? 0u : no_trie_node;
     scores[row] = first ? 0.0f : -__builtin_huge_valf();
@@ -233,11 +238,12 @@ struct FinalizeArgs {
   std::uint32_t* out_counts;
 };
 
-__global__ void finalize_kernel(FinalizeArgs args) {
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) finalize_kernel(FinalizeArgs args) {
   const std::uint32_t request = blockIdx.x;
   const std::uint32_t first_row = args.row_begin[request];
   const std::uint32_t live = args.live[request];
-  for (std::uint32_t row = first_row + threadIdx.x; row < args.row_begin[request + 1]; row += blockDim.x) {
+  for (std::uint32_t row = first_row + threadIdx.x; row < args.row_begin[request + 1]; row += BlockThreads) {
     const bool is_live = row - first_row < live;
     for (std::uint32_t level = 0; level < args.levels; ++level) {
       args.out_codes(row, level) =
@@ -319,7 +325,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     for (std::uint32_t width : beam_widths) max_width_ = std::max<std::size_t>(max_width_, width);
     step_ = 0;
     parity_ = 0;
-    beam::cuda_detail::begin_kernel<<<static_cast<unsigned>(request_count()), 256, 0, exec.stream>>>(
+    beam::cuda_detail::begin_kernel<beam::cuda_detail::small_kernel_threads><<<static_cast<unsigned>(request_count()), beam::cuda_detail::small_kernel_threads, 0, exec.stream>>>(
         row_begin_device_.data(), nodes_[0].data(), scores_[0].data(), live_.data());
     XGR_CUDA_CHECK_LAUNCH();
   }
@@ -399,7 +405,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
                                        tokens_[next].data(),
                                        ancestry_.data() + level * max_slots_,
                                        live_.data()};
-    beam::cuda_detail::update_kernel<<<static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream>>>(args);
+    beam::cuda_detail::update_kernel<beam::cuda_detail::update_threads><<<static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream>>>(args);
     XGR_CUDA_CHECK_LAUNCH();
     parity_ = next;
     ++step_;
@@ -421,7 +427,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
                                                out.item_ids.data(),
                                                out.item_counts.data(),
                                                out.counts.data()};
-    beam::cuda_detail::finalize_kernel<<<static_cast<unsigned>(request_count()), 256, 0, exec.stream>>>(args);
+    beam::cuda_detail::finalize_kernel<beam::cuda_detail::small_kernel_threads><<<static_cast<unsigned>(request_count()), beam::cuda_detail::small_kernel_threads, 0, exec.stream>>>(args);
     XGR_CUDA_CHECK_LAUNCH();
   }
 

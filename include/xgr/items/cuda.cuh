@@ -73,20 +73,24 @@ namespace items::cuda_detail {
 inline constexpr int scan_threads = 1024;
 inline constexpr int fill_threads = 256;
 inline constexpr std::size_t max_fill_blocks = 1024;
+inline constexpr int mask_threads = 256;
+// Kernels are templates (on their block size) so that this header can be included by several
+// translation units of one program without duplicate definitions.
 
 // One block scans the rows' child counts into CSR offsets. Rows are at most a few ten thousand
 // beams, so a single block (a running prefix across 1024-row chunks) is cheaper than a device-wide
 // scan with its extra launches. Offsets are clamped to the columns' capacity: an undersized buffer
 // truncates the sets instead of overflowing.
-__global__ void __launch_bounds__(scan_threads) allowed_row_ptr_kernel(ItemTrieView trie, const std::uint32_t* row_nodes,
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) allowed_row_ptr_kernel(ItemTrieView trie, const std::uint32_t* row_nodes,
                                                                       std::uint32_t rows, std::uint32_t capacity,
                                                                       std::uint32_t* row_ptr) {
-  using BlockScan = cub::BlockScan<std::uint32_t, scan_threads>;
+  using BlockScan = cub::BlockScan<std::uint32_t, BlockThreads>;
   __shared__ typename BlockScan::TempStorage scan_storage;
   __shared__ std::uint32_t carried;
   if (threadIdx.x == 0) carried = 0;
   __syncthreads();
-  for (std::uint32_t chunk = 0; chunk < rows; chunk += scan_threads) {
+  for (std::uint32_t chunk = 0; chunk < rows; chunk += BlockThreads) {
     const std::uint32_t row = chunk + threadIdx.x;
     const std::uint32_t count = row < rows ? trie.child_count(row_nodes[row]) : 0;
     std::uint32_t offset = 0;
@@ -105,7 +109,8 @@ __global__ void __launch_bounds__(scan_threads) allowed_row_ptr_kernel(ItemTrieV
 // thousands of children each, deeper levels thousands of beams with a handful each, and a warp per
 // row would leave the first case to a few warps walking long lists. Each thread finds its row by a
 // binary search over the CSR offsets (L1-resident, about log2(rows) probes).
-__global__ void allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t rows, std::uint32_t token_offset,
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t rows, std::uint32_t token_offset,
                                     const std::uint32_t* row_ptr, std::uint32_t* columns) {
   const std::uint32_t total = row_ptr[rows];  // clamped to the capacity by the scan
   for (std::uint32_t entry = blockIdx.x * blockDim.x + threadIdx.x; entry < total; entry += gridDim.x * blockDim.x) {
@@ -123,14 +128,15 @@ __global__ void allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_
   }
 }
 
-__global__ void allowed_mask_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t token_offset,
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) allowed_mask_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t token_offset,
                                     std::uint32_t* words, std::size_t row_stride, std::uint32_t words_per_row) {
   const std::uint32_t row = blockIdx.x;
   std::uint32_t* row_words = words + row * row_stride;
-  for (std::uint32_t word = threadIdx.x; word < words_per_row; word += blockDim.x) row_words[word] = 0;
+  for (std::uint32_t word = threadIdx.x; word < words_per_row; word += BlockThreads) row_words[word] = 0;
   __syncthreads();  // the block's clears are visible before any of its bits are set
   const std::uint32_t node = row_nodes[row];
-  for (std::uint32_t child = trie.children_begin(node) + threadIdx.x; child < trie.children_end(node); child += blockDim.x) {
+  for (std::uint32_t child = trie.children_begin(node) + threadIdx.x; child < trie.children_end(node); child += BlockThreads) {
     const std::uint32_t token = token_offset + trie.node_code[child];
     if (token / 32 < words_per_row) atomicOr(row_words + token / 32, 1u << (token % 32));
   }
@@ -148,14 +154,14 @@ inline void allowed_tokens(exec::cuda exec, const ItemTrieView& trie, std::span<
   require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
   require_argument(columns.size() <= 0xffffffffu, op, "columns exceed 32-bit offsets");
   const auto rows = static_cast<std::uint32_t>(row_nodes.size());
-  items::cuda_detail::allowed_row_ptr_kernel<<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
+  items::cuda_detail::allowed_row_ptr_kernel<items::cuda_detail::scan_threads><<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
       trie, row_nodes.data(), rows, static_cast<std::uint32_t>(columns.size()), row_ptr.data());
   XGR_CUDA_CHECK_LAUNCH();
   if (rows == 0) return;
   // The total is on the device; the grid covers the capacity, up to a few waves, and strides beyond.
   const std::size_t wanted = (columns.size() + items::cuda_detail::fill_threads - 1) / items::cuda_detail::fill_threads;
   const auto blocks = static_cast<unsigned>(std::clamp<std::size_t>(wanted, 1, items::cuda_detail::max_fill_blocks));
-  items::cuda_detail::allowed_fill_kernel<<<blocks, items::cuda_detail::fill_threads, 0, exec.stream>>>(
+  items::cuda_detail::allowed_fill_kernel<items::cuda_detail::fill_threads><<<blocks, items::cuda_detail::fill_threads, 0, exec.stream>>>(
       trie, row_nodes.data(), rows, token_offset, row_ptr.data(), columns.data());
   XGR_CUDA_CHECK_LAUNCH();
 }
@@ -165,7 +171,7 @@ inline void allowed_mask(exec::cuda exec, const ItemTrieView& trie, std::span<co
                          std::uint32_t token_offset, MatrixView<std::uint32_t> words) {
   require_argument(words.rows >= row_nodes.size(), "allowed_mask(cuda)", "the mask needs one row per beam");
   if (row_nodes.empty()) return;
-  items::cuda_detail::allowed_mask_kernel<<<static_cast<unsigned>(row_nodes.size()), 256, 0, exec.stream>>>(
+  items::cuda_detail::allowed_mask_kernel<items::cuda_detail::mask_threads><<<static_cast<unsigned>(row_nodes.size()), items::cuda_detail::mask_threads, 0, exec.stream>>>(
       trie, row_nodes.data(), token_offset, words.data, words.row_stride, static_cast<std::uint32_t>(words.cols));
   XGR_CUDA_CHECK_LAUNCH();
 }
