@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/beam_inputs.hpp"
 #include "support/random.hpp"
 #include "xgr/beam/host.hpp"
@@ -133,19 +134,9 @@ struct TableModel {
   }
 };
 
-template <class F>
-std::string error_of(F&& call) {
-  try {
-    call();
-  } catch (const xgr::Error& error) {
-    return std::string(xgr::to_string(error.kind()));
-  } catch (...) {
-    return "another exception";
-  }
-  return "no error";
-}
+using xgr::test::error_of;
 
-const std::string invalid_argument(xgr::to_string(xgr::ErrorKind::invalid_argument));
+const std::string& invalid_argument = xgr::test::invalid_argument_error;
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/beam_inputs.hpp"
 #include "support/random.hpp"
 #include "xgr/items/io.hpp"
@@ -58,20 +59,10 @@ std::vector<std::uint32_t> random_codebooks(std::mt19937_64& rng, std::size_t le
   return sizes;
 }
 
-template <class F>
-std::string error_of(F&& call) {
-  try {
-    call();
-  } catch (const xgr::Error& error) {
-    return std::string(xgr::to_string(error.kind()));
-  } catch (...) {
-    return "another exception";
-  }
-  return "no error";
-}
+using xgr::test::error_of;
 
-const std::string invalid_argument(xgr::to_string(xgr::ErrorKind::invalid_argument));
-const std::string capacity(xgr::to_string(xgr::ErrorKind::capacity));
+const std::string& invalid_argument = xgr::test::invalid_argument_error;
+const std::string& capacity = xgr::test::capacity_error;
 
 }  // namespace
 

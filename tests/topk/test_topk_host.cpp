@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/random.hpp"
 #include "support/topk_inputs.hpp"
 #include "xgr/topk/host.hpp"
@@ -91,21 +92,10 @@ void check_group(const TopKOutput& out, std::size_t group, std::uint32_t count, 
   }
 }
 
-// What a call throws: "no error", an xgr::ErrorKind's name, or "another exception".
-template <class F>
-std::string error_of(F&& call) {
-  try {
-    call();
-  } catch (const xgr::Error& error) {
-    return std::string(xgr::to_string(error.kind()));
-  } catch (...) {
-    return "another exception";
-  }
-  return "no error";
-}
+using xgr::test::error_of;
 
-const std::string invalid_argument(xgr::to_string(xgr::ErrorKind::invalid_argument));
-const std::string capacity(xgr::to_string(xgr::ErrorKind::capacity));
+const std::string& invalid_argument = xgr::test::invalid_argument_error;
+const std::string& capacity = xgr::test::capacity_error;
 
 }  // namespace
 
