@@ -11,3 +11,15 @@ function(xgr_cuda_executable name)
   target_link_libraries(${name} PRIVATE xgr::cuda xgr_warnings)
   target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
 endfunction()
+
+# Adds an executable from one C++ source that runs the host reference everywhere and, compiled as
+# CUDA where XGR_CUDA is on, also the CUDA implementation (the examples and the oracle's replay tool).
+function(xgr_host_or_cuda_executable name source)
+  if(XGR_CUDA)
+    set_source_files_properties(${source} PROPERTIES LANGUAGE CUDA)
+    xgr_cuda_executable(${name} ${source})
+  else()
+    add_executable(${name} ${source})
+    target_link_libraries(${name} PRIVATE xgr::xgr xgr_warnings)
+  endif()
+endfunction()
