@@ -366,7 +366,9 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     candidates.row_offsets = std::span<const float>(offsets_.data(), slots);
     candidates.row_score_bounds = std::span<const float>(bounds_.data(), slots);
     candidates.mask = mask;
-    if (pool_width_ == 0 || pool_width_ >= max_width_) {
+    // The cap binds only below this batch's widest request (K >= B_r changes nothing).
+    const bool pooled = pool_width_ != 0 && pool_width_ < max_width_;
+    if (!pooled) {
       candidates.k = max_width_;
       candidates.group_row_offsets = groups;
       masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_);
@@ -379,11 +381,11 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
                             MatrixView<std::uint32_t>{pool_tokens_.data(), slots, pool_width_, pool_width_},
                             std::span<std::uint32_t>(pool_counts_.data(), slots)};
       masked_topk<Select>(exec, candidates, pool, cap_limits(), workspace_);
-      TopKProblem<float> pooled;
-      pooled.scores = MatrixView<const float>{pool_values_.data(), slots, pool_width_, pool_width_};
-      pooled.k = max_width_;
-      pooled.group_row_offsets = groups;
-      masked_topk<Select>(exec, pooled, winners, pool_limits(), workspace_);
+      TopKProblem<float> pool_problem;
+      pool_problem.scores = MatrixView<const float>{pool_values_.data(), slots, pool_width_, pool_width_};
+      pool_problem.k = max_width_;
+      pool_problem.group_row_offsets = groups;
+      masked_topk<Select>(exec, pool_problem, winners, pool_limits(), workspace_);
     }
 
     beam::cuda_detail::UpdateArgs args{trie_,
@@ -392,7 +394,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
                                        winner_indices_.data(),
                                        winner_counts_.data(),
                                        config_.max_beam_width,
-                                       pool_width_ != 0 && pool_width_ < max_width_ ? pool_tokens_.data() : nullptr,
+                                       pooled ? pool_tokens_.data() : nullptr,
                                        static_cast<std::uint32_t>(pool_width_),
                                        static_cast<std::uint32_t>(config_.vocab),
                                        static_cast<std::uint32_t>(level),
