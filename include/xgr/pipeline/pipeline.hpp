@@ -81,8 +81,12 @@ struct StreamLane {
 };
 
 struct PipelineOptions {
-  std::size_t slots = 2;                           // micro-batches in flight, >= 1
-  std::vector<StreamLane> lanes = {StreamLane{}};  // CUDA backend; the host backend ignores them
+  std::size_t slots = 2;                             // micro-batches in flight, >= 1
+  std::vector<StreamLane> lanes = one_compute_lane();  // CUDA backend; the host backend ignores them
+
+  // A function rather than a braced default: GCC 12 crashes (internal compiler error) on
+  // `PipelineOptions{.slots = n}` inside a template when the default is `{StreamLane{}}`.
+  static std::vector<StreamLane> one_compute_lane() { return {StreamLane{}}; }
 };
 
 template <class Slot>
