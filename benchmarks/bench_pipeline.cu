@@ -7,9 +7,13 @@
 //                   at 3 TB/s), one per round of a multi-round stage
 //   d2h   (device)  256 KiB device -> pinned, on the copy-out lane
 //   post  (host)    busy for post_us, reads the pinned output
-// in three modes: serial (1 slot, every lane one stream: nothing overlaps), overlap (4 slots, a
-// stream per slot and lane), overlap_graph (overlap, plus the kernels stage captured as a CUDA
-// graph). Each row reports throughput and per-batch latency (submit -> completion), and the ideal:
+// in four modes:
+//   serial            1 slot, every lane one stream: nothing overlaps (the baseline)
+//   overlap           6 slots, a stream per slot and lane; device stages enqueued inline by the
+//                     host thread that finished their input (prep pays for the launches)
+//   overlap_launcher  overlap, with device stages enqueued by the launcher thread
+//   overlap_graph     overlap_launcher, with the kernels stage captured once as a CUDA graph
+//  Each row reports throughput and per-batch latency (submit -> completion), and the ideal:
 // with perfect overlap a batch leaves every max(stage time), so ideal throughput is
 // 1 / max(prep, h2d, kernels, d2h, post), with each stage timed alone (events for device stages,
 // the stage's own clock for host stages); `x_ideal` = throughput / ideal. Wall time, not events:
@@ -111,7 +115,7 @@ double percentile(std::vector<double> values, double fraction) {
   return values[std::min(index, values.size() - 1)];
 }
 
-enum class ChainMode { serial, overlap, overlap_graph };
+enum class ChainMode { serial, overlap, overlap_launcher, overlap_graph };
 
 void BM_PipelineChain(benchmark::State& state, ChainMode mode) {
   const double prep_us = static_cast<double>(state.range(0));
@@ -124,8 +128,11 @@ void BM_PipelineChain(benchmark::State& state, ChainMode mode) {
     options.slots = 1;
     options.lanes = {{"compute", 1}, {"copy_in", 1}, {"copy_out", 1}};
   } else {
-    options.slots = 4;
+    // Enough batches in flight to cover a batch's latency (about the serial sum of its stages plus
+    // queueing) at the bottleneck's rate: Little's law, latency / bottleneck ~ 4-5 here.
+    options.slots = 6;
     options.lanes = {{"compute", 0}, {"copy_in", 0}, {"copy_out", 0}};
+    options.launcher_thread = mode != ChainMode::overlap;
   }
   xgr::StreamPipeline<ChainSlot, xgr::exec::cuda> pipeline(options, [](std::size_t) { return ChainSlot{}; });
 
@@ -273,7 +280,10 @@ void BM_PipelineLaunch(benchmark::State& state, bool use_graph) {
 
 void register_pipeline_benchmarks() {
   const std::pair<const char*, ChainMode> modes[] = {
-      {"serial", ChainMode::serial}, {"overlap", ChainMode::overlap}, {"overlap_graph", ChainMode::overlap_graph}};
+      {"serial", ChainMode::serial},
+      {"overlap", ChainMode::overlap},
+      {"overlap_launcher", ChainMode::overlap_launcher},
+      {"overlap_graph", ChainMode::overlap_graph}};
   for (const long prep : {50L, 100L, 200L}) {
     for (const long kernels : {3L, 8L}) {
       for (const auto& [name, mode] : modes) {

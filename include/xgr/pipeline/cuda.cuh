@@ -6,7 +6,9 @@
 //   * a host stage first waits (on its worker thread) for its device producers' events;
 //   * completion waits for the events of every device stage the batch enqueued, then frees the slot.
 // Enqueueing happens on the thread that satisfied the stage's last input (the submitter, or the
-// host worker that finished a producer), so a chain of device stages costs no thread hand-off.
+// host worker that finished a producer), so a chain of device stages costs no thread hand-off; with
+// PipelineOptions::launcher_thread, on one launcher thread instead, so that host stages do not
+// spend their time in launches.
 //
 // CUDA graphs: a device stage with DeviceStageOptions::graph_bucket is captured on first use for
 // each (slot, bucket) — slots own different buffers, so their graphs differ — and replayed with one

@@ -17,8 +17,9 @@
 //
 // How edges become synchronisation (CUDA backend, xgr/pipeline/cuda.cuh):
 //   device -> device  the consumer's stream waits on the producer's event (no host involvement);
-//   host -> device    the device stage is enqueued by the host thread that finished its last host
-//                     producer, the moment it finishes (the host signals by enqueueing);
+//   host -> device    the device stage is enqueued the moment its last host producer finished, by
+//                     that host thread or by the pipeline's launcher thread
+//                     (PipelineOptions::launcher_thread): the host signals by enqueueing;
 //   device -> host    the host worker waits on the producer's event before running the stage.
 // The host backend (this header) runs device stages synchronously on their own worker threads with
 // exec::host: the same graph, the same ordering guarantees, no GPU. Tests use it in CI and the
@@ -83,6 +84,11 @@ struct StreamLane {
 struct PipelineOptions {
   std::size_t slots = 2;                             // micro-batches in flight, >= 1
   std::vector<StreamLane> lanes = one_compute_lane();  // CUDA backend; the host backend ignores them
+  // CUDA backend: who enqueues device stages. false: the thread that satisfied the stage's last
+  // input (the submitter or a host worker), at once, with no hand-off. true: one dedicated launcher
+  // thread, so that host stages do not pay for launches (tens of microseconds for a stage of many
+  // kernels) at the price of a hand-off per batch. Choose true when host stages are the bottleneck.
+  bool launcher_thread = false;
 
   // A function rather than a braced default: GCC 12 crashes (internal compiler error) on
   // `PipelineOptions{.slots = n}` inside a template when the default is `{StreamLane{}}`.
@@ -258,6 +264,12 @@ class StreamPipeline {
       if (runs_on_worker(s)) workers_[s]->thread = std::thread([this, s] { stage_worker(s); });
     }
     workers_[stage_count]->thread = std::thread([this] { completion_worker(); });
+    if (options_.launcher_thread && Backend::device_stages_inline) {
+      launcher_queue_.resize(slots_.size() * stage_count);
+      launcher_ = std::make_unique<Worker>();
+      launcher_->thread = std::thread([this] { launcher_worker(); });
+      launcher_id_ = launcher_->thread.get_id();
+    }
   }
 
   // --- running ------------------------------------------------------------------------------------
@@ -311,6 +323,13 @@ class StreamPipeline {
         worker->wake.notify_all();
       }
       if (worker->thread.joinable()) worker->thread.join();
+    }
+    if (launcher_) {
+      {
+        std::lock_guard lock(mutex_);
+        launcher_->wake.notify_all();
+      }
+      launcher_->thread.join();
     }
   }
 
@@ -432,6 +451,11 @@ class StreamPipeline {
     if (runs_on_worker(stage)) {
       batches_[slot].stage_ready[stage] = 1;
       workers_[stage]->wake.notify_one();
+    } else if (launcher_ && std::this_thread::get_id() != launcher_id_) {
+      // At most one entry per (slot, stage) is queued at a time, so the ring never overflows.
+      launcher_queue_[(launcher_head_ + launcher_queued_) % launcher_queue_.size()] = {slot, stage};
+      ++launcher_queued_;
+      launcher_->wake.notify_one();
     } else {
       inline_ready.push_back(stage);
     }
@@ -487,6 +511,25 @@ class StreamPipeline {
     std::unique_lock lock(mutex_);
     if (error && !batches_[slot].error) batches_[slot].error = error;
     finish_stage(lock, slot, stage_index, inline_ready);
+  }
+
+  // Enqueues device stages handed to it, and their device consumers inline (it is the launcher).
+  void launcher_worker() {
+    std::vector<std::size_t> inline_ready;
+    inline_ready.reserve(stages_.size());
+    for (;;) {
+      std::pair<std::size_t, std::size_t> task;
+      {
+        std::unique_lock lock(mutex_);
+        launcher_->wake.wait(lock, [&] { return stopping_ || launcher_queued_ > 0; });
+        if (launcher_queued_ == 0) return;  // stopping, and nothing left
+        task = launcher_queue_[launcher_head_];
+        launcher_head_ = (launcher_head_ + 1) % launcher_queue_.size();
+        --launcher_queued_;
+      }
+      run_stage(task.first, task.second, inline_ready);
+      run_inline(task.first, inline_ready);
+    }
   }
 
   void stage_worker(std::size_t stage) {
@@ -598,6 +641,11 @@ class StreamPipeline {
   std::condition_variable slot_freed_;  // submitters, drain() and shutdown() wait on it
   std::vector<BatchState> batches_;     // per slot
   std::vector<std::unique_ptr<Worker>> workers_;  // per stage (unused for inline stages), then completion
+  std::unique_ptr<Worker> launcher_;               // PipelineOptions::launcher_thread only
+  std::thread::id launcher_id_;
+  std::vector<std::pair<std::size_t, std::size_t>> launcher_queue_;  // ring of (slot, stage)
+  std::size_t launcher_head_ = 0;
+  std::size_t launcher_queued_ = 0;
   std::uint64_t next_sequence_ = 0;
   std::size_t next_slot_ = 0;
   std::size_t in_flight_ = 0;
