@@ -6,3 +6,4 @@
 #include "xgr/topk/cuda.cuh"
 #include "xgr/items/cuda.cuh"
 #include "xgr/beam/cuda.cuh"
+#include "xgr/pipeline/cuda.cuh"

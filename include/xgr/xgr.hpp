@@ -12,3 +12,4 @@
 #include "xgr/items/io.hpp"
 #include "xgr/items/trie.hpp"
 #include "xgr/beam/host.hpp"
+#include "xgr/pipeline/pipeline.hpp"
