@@ -36,6 +36,8 @@
 //     batch's remaining stages are skipped, its completion carries the exception, and the pipeline
 //     goes on with the next batch;
 //   * `submit` blocks while all slots are in flight (back-pressure); `try_submit` reports busy.
+// Stages and the completion callback must not call submit, drain or shutdown of their own pipeline:
+// each may wait for the batch that is calling it.
 // Nothing is allocated per batch: slots, per-slot bookkeeping, streams and events exist from start().
 #pragma once
 
