@@ -198,6 +198,16 @@ TEST_CASE("max_children is the largest fan-out at each depth") {
   }
 }
 
+TEST_CASE("asking for a depth past the leaves is an invalid argument, not an out-of-range crash") {
+  std::mt19937_64 rng = xgr::test::make_rng(305);
+  const xgr::ItemTrie trie = xgr::build_item_trie(xgr::test::random_item_table(rng, random_codebooks(rng, 3), 50));
+  CHECK(trie.nodes_at_depth(3) > 0);
+  for (const std::size_t depth : {std::size_t{4}, std::size_t{100}, ~std::size_t{0}}) {
+    CHECK(xgr::test::error_of([&] { (void)trie.nodes_at_depth(depth); }) == xgr::test::invalid_argument_error);
+    CHECK(xgr::test::error_of([&] { (void)trie.max_children(depth); }) == xgr::test::invalid_argument_error);
+  }
+}
+
 TEST_CASE("duplicate tuples are reported: duplicate_items and duplicate_leaves") {
   std::mt19937_64 rng = xgr::test::make_rng(305);
   for (int trial = 0; trial < 20; ++trial) {

@@ -212,9 +212,15 @@ class ItemTrie {
   [[nodiscard]] std::size_t node_count() const noexcept { return node_code_.size(); }
   [[nodiscard]] std::size_t leaf_count() const noexcept { return leaf_item_begin_.empty() ? 0 : leaf_item_begin_.size() - 1; }
   // Nodes at depth d (0 = root, levels() = leaves).
-  [[nodiscard]] std::size_t nodes_at_depth(std::size_t depth) const { return level_begin_.at(depth + 1) - level_begin_.at(depth); }
+  [[nodiscard]] std::size_t nodes_at_depth(std::size_t depth) const {
+    require_depth(depth, "ItemTrie::nodes_at_depth");
+    return level_begin_[depth + 1] - level_begin_[depth];
+  }
   // The most children any node at depth d has: sizes the allowed-token buffers of a step at level d.
-  [[nodiscard]] std::size_t max_children(std::size_t depth) const { return max_children_.at(depth); }
+  [[nodiscard]] std::size_t max_children(std::size_t depth) const {
+    require_depth(depth, "ItemTrie::max_children");
+    return max_children_[depth];
+  }
   [[nodiscard]] const ItemTrieReport& report() const noexcept { return report_; }
 
   [[nodiscard]] ItemTrieView view() const noexcept {
@@ -268,6 +274,12 @@ class ItemTrie {
   std::vector<std::uint32_t> leaf_item_begin_;
   std::vector<ItemId> item_ids_;
   std::vector<std::size_t> max_children_;
+
+  void require_depth(std::size_t depth, const char* operation) const {
+    require_argument(depth <= levels(), operation,
+                     "depth " + std::to_string(depth) + " is past the leaves (the trie has " + std::to_string(levels()) +
+                         " levels)");
+  }
   ItemTrieReport report_;
 };
 
