@@ -542,7 +542,9 @@ class StreamPipeline {
       std::size_t slot = 0;
       {
         std::unique_lock lock(mutex_);
-        worker.wake.wait(lock, [&] { return stopping_ || find_ready(stage, worker.next_sequence, slot); });
+        worker.wake.wait(lock, [&] {
+          return stopping_ || (find_batch(worker.next_sequence, slot) && batches_[slot].stage_ready[stage] != 0);
+        });
         if (stopping_) return;
         batches_[slot].stage_ready[stage] = 0;
         ++worker.next_sequence;
@@ -552,22 +554,11 @@ class StreamPipeline {
     }
   }
 
-  // With the lock held: is the batch `sequence` in some slot, and ready for `stage`?
-  bool find_ready(std::size_t stage, std::uint64_t sequence, std::size_t& slot) const {
+  // With the lock held: the slot that holds batch `sequence`, if it has been submitted and not yet
+  // completed. Workers wait on it for the next batch in their sequence order.
+  bool find_batch(std::uint64_t sequence, std::size_t& slot) const {
     for (std::size_t s = 0; s < batches_.size(); ++s) {
-      const BatchState& batch = batches_[s];
-      if (batch.active && batch.sequence == sequence && batch.stage_ready[stage] != 0) {
-        slot = s;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  bool find_finished(std::uint64_t sequence, std::size_t& slot) const {
-    for (std::size_t s = 0; s < batches_.size(); ++s) {
-      const BatchState& batch = batches_[s];
-      if (batch.active && batch.sequence == sequence && batch.stages_left == 0) {
+      if (batches_[s].active && batches_[s].sequence == sequence) {
         slot = s;
         return true;
       }
@@ -584,7 +575,9 @@ class StreamPipeline {
       std::exception_ptr error;
       {
         std::unique_lock lock(mutex_);
-        worker.wake.wait(lock, [&] { return stopping_ || find_finished(worker.next_sequence, slot); });
+        worker.wake.wait(lock, [&] {
+          return stopping_ || (find_batch(worker.next_sequence, slot) && batches_[slot].stages_left == 0);
+        });
         if (stopping_) return;
         ++worker.next_sequence;
       }
