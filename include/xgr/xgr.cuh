@@ -6,4 +6,6 @@
 #include "xgr/topk/cuda.cuh"
 #include "xgr/items/cuda.cuh"
 #include "xgr/beam/cuda.cuh"
+#include "xgr/kv/cuda.cuh"
+#include "xgr/attention/cuda.cuh"
 #include "xgr/pipeline/cuda.cuh"

@@ -12,4 +12,8 @@
 #include "xgr/items/io.hpp"
 #include "xgr/items/trie.hpp"
 #include "xgr/beam/host.hpp"
+#include "xgr/kv/pool.hpp"
+#include "xgr/kv/copy_on_fork.hpp"
+#include "xgr/kv/host.hpp"
+#include "xgr/attention/host.hpp"
 #include "xgr/pipeline/pipeline.hpp"

@@ -22,7 +22,8 @@
 //
 // The survivors become the new beams in order: slot j gets parent slot, token, score, trie node and
 // token history, and ancestry(l) records each new slot's parent row — what a KV cache needs to
-// reorder beams by index. After L steps finalize() writes, per slot, the codes, the score, the first
+// reorder beams by index (parents(l) wraps it as the BeamParents that kv::record_parents takes).
+// After L steps finalize() writes, per slot, the codes, the score, the first
 // item id of the tuple and how many items share it.
 //
 // Implementations (identical selections, bit for bit):
@@ -39,6 +40,7 @@
 
 #include "xgr/beam/log_softmax.hpp"
 #include "xgr/beam/policies.hpp"
+#include "xgr/core/beam_parents.hpp"
 #include "xgr/core/error.hpp"
 #include "xgr/core/view.hpp"
 #include "xgr/items/trie.hpp"

@@ -453,6 +453,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     require_argument(level < step_, "BeamSearcher::ancestry", "level " + std::to_string(level) + " is not decoded yet");
     return {ancestry_.data() + level * max_slots_, slot_count()};
   }
+  // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder); device memory.
+  [[nodiscard]] BeamParents parents(std::size_t level) const { return {ancestry(level), level}; }
 
  private:
   [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }

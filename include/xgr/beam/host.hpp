@@ -174,6 +174,8 @@ class BeamSearcher<exec::host_t, Normalize, Select, Filter> {
     require_argument(level < step_, "BeamSearcher::ancestry", "level " + std::to_string(level) + " is not decoded yet");
     return {ancestry_.data() + level * max_slots(), slot_count()};
   }
+  // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder).
+  [[nodiscard]] BeamParents parents(std::size_t level) const { return {ancestry(level), level}; }
 
  private:
   struct State {

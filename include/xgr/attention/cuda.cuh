@@ -1,0 +1,692 @@
+// xgr/attention/cuda.cuh — prefill and staged decode attention over a device KvPool, on tensor cores.
+//
+// One tile routine (attend_tile) serves every kernel: a block of up to 16 x Warps query rows attends
+// to a range of keys read from KV pages, FlashAttention-2 style:
+//
+//   for each 64-key tile (cp.async, double-buffered in shared memory):
+//     S = Q K^T          mma.sync m16n8k16, bf16/fp16 operands, fp32 accumulators; each warp owns 16 rows
+//     online softmax     running row max and sum in registers; S is rescaled and exponentiated in place
+//     O += P V           P re-used from S's accumulator registers as the A operand (no shared-memory trip)
+//   out = O / sum, lse = max + log(sum)
+//
+// GQA is folded into the rows: the G = q_heads / kv_heads query heads that share a kv head are G
+// consecutive rows of one block, so a K/V tile loaded once serves all of them. The kernels differ only
+// in which rows and keys a block takes:
+//
+//   prefill        rows = (prompt token, head in group), keys = the prompt's pages, causal.
+//   staged decode  stage 1: rows = (beam, head in group) of one request — all its beams as ONE block of
+//                  queries — keys = the shared prompt pages, optionally split into chunks across blocks
+//                  (flash-decoding) when the batch is too small to fill the GPU; writes fp32 partials
+//                  (O, lse). Stage 2: one warp per (beam row, query head) attends to the beam's own
+//                  <= L decode tokens found through the ancestry table and merges them with the
+//                  partials by log-sum-exp.
+//   copy-on-fork   the baseline: rows = the G heads of one beam, keys = the beam's private pages.
+//
+// The prompt KV of a request is therefore read from device memory once per layer and step (per split),
+// instead of once per beam.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include "xgr/attention/host.hpp"
+#include "xgr/core/cuda.cuh"
+#include "xgr/core/dtype.hpp"
+#include "xgr/core/workspace.hpp"
+#include "xgr/kv/cuda.cuh"
+
+namespace xgr::attention {
+
+namespace detail {
+
+inline constexpr int key_tile = 64;  // keys per shared-memory tile; pages hold a multiple of it
+inline constexpr float log2e = 1.4426950408889634f;
+inline constexpr float ln2 = 0.6931471805599453f;
+
+// --- tensor-core and copy primitives ------------------------------------------------------------
+
+template <class T>
+struct MmaType;
+template <>
+struct MmaType<bfloat16> {
+  __device__ static std::uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
+  }
+  __device__ static void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static float to_float(bfloat16 x) { return detail_bits_to_float(x.bits); }
+  __device__ static float detail_bits_to_float(std::uint16_t bits) { return __uint_as_float(static_cast<std::uint32_t>(bits) << 16); }
+};
+template <>
+struct MmaType<half> {
+  __device__ static std::uint32_t pack(float lo, float hi) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&pair);
+  }
+  __device__ static void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  __device__ static float to_float(half x) { return __half2float(__ushort_as_half(x.bits)); }
+};
+
+__device__ __forceinline__ std::uint32_t shared_address(const void* pointer) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// 16-byte asynchronous copy; with `valid` false the target is zero-filled and the source not read
+// (rows past a prompt's end must be zeros, not whatever the page holds: 0 * NaN would poison O).
+__device__ __forceinline__ void cp_async_16(void* target, const void* source, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(target)), "l"(source),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+
+// --- the tile routine ---------------------------------------------------------------------------
+
+// Shared-memory rows are padded by 8 elements (16 bytes): the 8 rows an ldmatrix reads then start in
+// 8 different 4-bank groups, so the loads are conflict-free.
+template <int HeadDim>
+inline constexpr int smem_stride = HeadDim + 8;
+
+template <class T, int HeadDim, int Warps>
+constexpr std::size_t tile_smem_bytes() {
+  return (std::size_t{16} * Warps + 2 * 2 * key_tile) * smem_stride<HeadDim> * sizeof(T);
+}
+
+// Loads `rows` rows of HeadDim elements (row r from row_pointer(r)) into shared memory, zero-filling
+// rows at or past `valid_rows`.
+template <class T, int HeadDim, int Threads, class RowPointer>
+__device__ __forceinline__ void load_rows(T* smem, int rows, int valid_rows, RowPointer&& row_pointer) {
+  constexpr int chunks = HeadDim * static_cast<int>(sizeof(T)) / 16;
+  for (int work = threadIdx.x; work < rows * chunks; work += Threads) {
+    const int row = work / chunks;
+    const int chunk = work % chunks;
+    const bool valid = row < valid_rows;
+    const T* source = row_pointer(valid ? row : 0);
+    cp_async_16(smem + row * smem_stride<HeadDim> + chunk * 8, source + chunk * 8, valid);
+  }
+}
+
+// What attend_tile returns per thread: the normalised output of its two rows (g and g + 8 of its
+// warp's 16), in the mma accumulator layout, and the rows' log-sum-exp (natural log; -inf when the
+// row saw no key).
+template <int HeadDim>
+struct TileResult {
+  float o[HeadDim / 8][4];
+  float lse[2];
+};
+
+// Attends the block's query rows (row r at query_row(r), r < rows) to keys [key_begin, key_end):
+// key tile starting at key n is key_tile(n, kv::key / kv::value) (64 contiguous rows). With Causal,
+// row r sees keys <= last_key(r) only. key_begin is a multiple of 64.
+template <class T, int HeadDim, int Warps, bool Causal, class QueryRow, class KeyTile, class LastKey>
+__device__ __forceinline__ void attend_tile(TileResult<HeadDim>& result, int rows, int key_begin, int key_end, float scale_log2,
+                                            QueryRow&& query_row, KeyTile&& key_tile_at, LastKey&& last_key, T* smem) {
+  using Mma = MmaType<T>;
+  constexpr int threads = Warps * 32;
+  constexpr int stride = smem_stride<HeadDim>;
+  constexpr int block_rows = 16 * Warps;
+  T* q_smem = smem;
+  T* kv_smem = smem + block_rows * stride;  // [stage][K|V][key_tile][stride]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group_row = lane / 4;  // g: rows g and g + 8 of the warp's 16
+  const int quad_lane = lane % 4;  // t: columns 2t, 2t + 1 of each 8-wide accumulator tile
+
+  load_rows<T, HeadDim, threads>(q_smem, block_rows, rows, query_row);
+  auto load_keys = [&](int stage, int first_key) {
+    const int valid = min(key_tile, key_end - first_key);
+    T* k_smem = kv_smem + (stage * 2 + 0) * key_tile * stride;
+    T* v_smem = kv_smem + (stage * 2 + 1) * key_tile * stride;
+    const T* k_tile = key_tile_at(first_key, kv::key);
+    const T* v_tile = key_tile_at(first_key, kv::value);
+    load_rows<T, HeadDim, threads>(k_smem, key_tile, valid, [&](int r) { return k_tile + r * HeadDim; });
+    load_rows<T, HeadDim, threads>(v_smem, key_tile, valid, [&](int r) { return v_tile + r * HeadDim; });
+  };
+  if (key_begin < key_end) load_keys(0, key_begin);
+  cp_async_commit();
+
+  float o[HeadDim / 8][4] = {};
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.0f, 0.0f};
+  const int my_row[2] = {warp * 16 + group_row, warp * 16 + group_row + 8};
+  int my_last_key[2] = {key_end - 1, key_end - 1};
+  if constexpr (Causal) {
+    my_last_key[0] = min(key_end - 1, last_key(my_row[0]));
+    my_last_key[1] = min(key_end - 1, last_key(my_row[1]));
+  }
+  // The warp's rows see no key past this one: later tiles are skipped for the whole warp.
+  const int warp_last_key = Causal ? min(key_end - 1, last_key(min(warp * 16 + 15, block_rows - 1))) : key_end - 1;
+
+  int stage = 0;
+  for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
+    if (first_key + key_tile < key_end) load_keys(stage ^ 1, first_key + key_tile);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    if (first_key <= warp_last_key) {
+      const T* k_smem = kv_smem + (stage * 2 + 0) * key_tile * stride;
+      const T* v_smem = kv_smem + (stage * 2 + 1) * key_tile * stride;
+
+      // S = Q K^T for the warp's 16 rows x 64 keys: 8 accumulator tiles of 16 x 8.
+      float s[key_tile / 8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < HeadDim / 16; ++kk) {
+        std::uint32_t a[4];
+        ldmatrix_x4(a, shared_address(q_smem + (warp * 16 + (lane & 15)) * stride + kk * 16 + (lane >> 4) * 8));
+#pragma unroll
+        for (int nt = 0; nt < key_tile / 8; nt += 2) {
+          std::uint32_t b[4];
+          const int key = nt * 8 + ((lane >> 4) << 3) + (lane & 7);
+          const int dim = kk * 16 + (((lane >> 3) & 1) << 3);
+          ldmatrix_x4(b, shared_address(k_smem + key * stride + dim));
+          Mma::mma(s[nt], a, b[0], b[1]);
+          Mma::mma(s[nt + 1], a, b[2], b[3]);
+        }
+      }
+
+      // Scale into log2 units and mask keys past the range (or the causal limit) on edge tiles.
+      const bool edge = first_key + key_tile - 1 > (Causal ? min(my_last_key[0], my_last_key[1]) : key_end - 1);
+#pragma unroll
+      for (int nt = 0; nt < key_tile / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float value = s[nt][e] * scale_log2;
+          if (edge) {
+            const int key = first_key + nt * 8 + quad_lane * 2 + (e & 1);
+            if (key > my_last_key[e >> 1]) value = -INFINITY;
+          }
+          s[nt][e] = value;
+        }
+      }
+
+      // Online softmax: new running max per row (reduced over the quad that shares the row).
+#pragma unroll
+      for (int half_row = 0; half_row < 2; ++half_row) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < key_tile / 8; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][half_row * 2], s[nt][half_row * 2 + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float new_max = fmaxf(row_max[half_row], tile_max);
+        // A row that has seen only masked keys keeps max -inf; subtracting 0 then yields exp2(-inf) = 0.
+        const float base = new_max == -INFINITY ? 0.0f : new_max;
+        const float correction = exp2f(row_max[half_row] - base);
+        row_max[half_row] = new_max;
+        float tile_sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < key_tile / 8; ++nt) {
+          s[nt][half_row * 2] = exp2f(s[nt][half_row * 2] - base);
+          s[nt][half_row * 2 + 1] = exp2f(s[nt][half_row * 2 + 1] - base);
+          tile_sum += s[nt][half_row * 2] + s[nt][half_row * 2 + 1];
+        }
+        row_sum[half_row] = row_sum[half_row] * correction + tile_sum;
+#pragma unroll
+        for (int dn = 0; dn < HeadDim / 8; ++dn) {
+          o[dn][half_row * 2] *= correction;
+          o[dn][half_row * 2 + 1] *= correction;
+        }
+      }
+
+      // O += P V: P's accumulator tiles 2kc and 2kc+1 are exactly the A fragment of keys 16kc..16kc+15.
+#pragma unroll
+      for (int kc = 0; kc < key_tile / 16; ++kc) {
+        const std::uint32_t a[4] = {Mma::pack(s[2 * kc][0], s[2 * kc][1]), Mma::pack(s[2 * kc][2], s[2 * kc][3]),
+                                    Mma::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                    Mma::pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+        for (int dn = 0; dn < HeadDim / 8; dn += 2) {
+          std::uint32_t b[4];
+          const int key = kc * 16 + (((lane >> 3) & 1) << 3) + (lane & 7);
+          const int dim = dn * 8 + ((lane >> 4) << 3);
+          ldmatrix_x4_trans(b, shared_address(v_smem + key * stride + dim));
+          Mma::mma(o[dn], a, b[0], b[1]);
+          Mma::mma(o[dn + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // the stage is overwritten by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    float sum = row_sum[half_row];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < HeadDim / 8; ++dn) {
+      result.o[dn][half_row * 2] = o[dn][half_row * 2] * inverse;
+      result.o[dn][half_row * 2 + 1] = o[dn][half_row * 2 + 1] * inverse;
+    }
+    result.lse[half_row] = sum > 0.0f ? (row_max[half_row] + log2f(sum)) * ln2 : -INFINITY;
+  }
+}
+
+// Writes a thread's share of a TileResult: row r of the block goes to flat row index out_row(r) (or
+// nowhere when r >= rows), as T pairs.
+template <class T, int HeadDim, class OutRow>
+__device__ __forceinline__ void store_rows(const TileResult<HeadDim>& result, int rows, T* out, OutRow&& out_row) {
+  using Mma = MmaType<T>;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    const int row = warp * 16 + lane / 4 + half_row * 8;
+    if (row >= rows) continue;
+    T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + (lane % 4) * 2;
+#pragma unroll
+    for (int dn = 0; dn < HeadDim / 8; ++dn) {
+      *reinterpret_cast<std::uint32_t*>(target + dn * 8) = Mma::pack(result.o[dn][half_row * 2], result.o[dn][half_row * 2 + 1]);
+    }
+  }
+}
+
+// --- kernels ------------------------------------------------------------------------------------
+
+struct Geometry {
+  int q_heads = 0;
+  int group = 0;  // query heads per kv head
+  float scale_log2 = 0.0f;
+  float scale = 0.0f;
+};
+
+// grid (m tiles over max_prompt * group rows, kv_heads, requests).
+template <class T, int HeadDim, int Warps, class Layout>
+__global__ void __launch_bounds__(Warps * 32) prefill_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
+                                                            const T* q, T* out) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int i = blockIdx.z;
+  const int kv_head = blockIdx.y;
+  const int slot = batch.slots[i];
+  const int prompt = pool.prompt_tokens[slot];
+  const int first_row = blockIdx.x * 16 * Warps;  // in (token, head in group) rows
+  const int rows = min(16 * Warps, prompt * geometry.group - first_row);
+  if (rows <= 0) return;
+  const int group = geometry.group;
+  auto flat_row = [&](int r) {
+    const int row = first_row + r;
+    return (batch.token_begin[i] + row / group) * geometry.q_heads + kv_head * group + row % group;
+  };
+  TileResult<HeadDim> result;
+  const int last_token = (first_row + rows - 1) / group;
+  attend_tile<T, HeadDim, Warps, true>(
+      result, rows, 0, last_token + 1, geometry.scale_log2,
+      [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
+      [&](int key, std::size_t kv_index) {
+        return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
+               (key % pool.page_tokens) * HeadDim;
+      },
+      [&](int r) { return (first_row + r) / group; }, reinterpret_cast<T*>(smem_bytes));
+  store_rows<T, HeadDim>(result, rows, out, flat_row);
+}
+
+// Stage 1 of staged decode. grid (m tiles over max_beams * group rows, kv_heads * splits, requests).
+template <class T, int HeadDim, int Warps, class Layout>
+__global__ void __launch_bounds__(Warps * 32) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
+                                                                  int splits, const T* q, float* partial_o, float* partial_lse) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int i = blockIdx.z;
+  const int kv_head = blockIdx.y / splits;
+  const int split = blockIdx.y % splits;
+  const int slot = batch.slots[i];
+  const int group = geometry.group;
+  const int beams = batch.beam_begin[i + 1] - batch.beam_begin[i];
+  const int first_row = blockIdx.x * 16 * Warps;
+  const int rows = min(16 * Warps, beams * group - first_row);
+  if (rows <= 0) return;
+  const int prompt = pool.prompt_tokens[slot];
+  // Split the prompt into `splits` chunks of whole key tiles; trailing chunks may be empty.
+  const int tiles = (prompt + key_tile - 1) / key_tile;
+  const int chunk = (tiles + splits - 1) / splits * key_tile;
+  const int key_begin = min(prompt, split * chunk);
+  const int key_end = min(prompt, key_begin + chunk);
+  auto flat_row = [&](int r) {
+    const int row = first_row + r;
+    return (batch.beam_begin[i] + row / group) * geometry.q_heads + kv_head * group + row % group;
+  };
+  TileResult<HeadDim> result;
+  attend_tile<T, HeadDim, Warps, false>(
+      result, rows, key_begin, key_end, geometry.scale_log2, [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
+      [&](int key, std::size_t kv_index) {
+        return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
+               (key % pool.page_tokens) * HeadDim;
+      },
+      [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    const int row = warp * 16 + lane / 4 + half_row * 8;
+    if (row >= rows) continue;
+    const std::size_t flat = split * split_rows + flat_row(row);
+    float* target = partial_o + flat * HeadDim + (lane % 4) * 2;
+#pragma unroll
+    for (int dn = 0; dn < HeadDim / 8; ++dn) {
+      *reinterpret_cast<float2*>(target + dn * 8) = make_float2(result.o[dn][half_row * 2], result.o[dn][half_row * 2 + 1]);
+    }
+    if (lane % 4 == 0) partial_lse[flat] = result.lse[half_row];
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+// Running (max, sum, weighted O) of a log-sum-exp merge; adding a part with log-weight `lse` and
+// normalised output `o` keeps `o_sum / sum` the softmax over everything added so far.
+template <int PerLane>
+struct MergeState {
+  float max = -INFINITY;
+  float sum = 0.0f;
+  float o[PerLane] = {};
+  __device__ void add(float lse, const float (&part)[PerLane]) {
+    if (lse == -INFINITY) return;
+    const float new_max = fmaxf(max, lse);
+    const float old_scale = __expf(max - new_max);
+    const float part_scale = __expf(lse - new_max);
+    sum = sum * old_scale + part_scale;
+#pragma unroll
+    for (int e = 0; e < PerLane; ++e) o[e] = o[e] * old_scale + part[e] * part_scale;
+    max = new_max;
+  }
+};
+
+// Stage 2 of staged decode: one warp per (beam row, query head). Merges the prefix partials with the
+// beam's own decode tokens (walked back through the ancestry table) and writes the output.
+template <class T, int HeadDim, class Layout>
+__global__ void decode_merge_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step, Geometry geometry, int splits,
+                                    const T* q, const float* partial_o, const float* partial_lse, T* out) {
+  using Mma = MmaType<T>;
+  constexpr int per_lane = HeadDim / 32;
+  const int warps_per_block = blockDim.x / 32;
+  const std::size_t flat = static_cast<std::size_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
+  const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
+  if (flat >= split_rows) return;
+  const int lane = threadIdx.x % 32;
+  const int row = static_cast<int>(flat / geometry.q_heads);
+  const int head = static_cast<int>(flat % geometry.q_heads);
+  const int kv_head = head / geometry.group;
+  int lo = 0, hi = static_cast<int>(batch.count) - 1;  // the request owning `row`
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (static_cast<int>(batch.beam_begin[mid]) <= row) lo = mid; else hi = mid - 1;
+  }
+  const int slot = batch.slots[lo];
+
+  MergeState<per_lane> state;
+  for (int split = 0; split < splits; ++split) {
+    const std::size_t index = split * split_rows + flat;
+    float part[per_lane];
+#pragma unroll
+    for (int e = 0; e < per_lane; ++e) part[e] = partial_o[index * HeadDim + lane * per_lane + e];
+    state.add(partial_lse[index], part);
+  }
+
+  float query[per_lane];
+#pragma unroll
+  for (int e = 0; e < per_lane; ++e) query[e] = Mma::to_float(q[flat * HeadDim + lane * per_lane + e]);
+  unsigned beam = row - batch.beam_begin[lo];
+  for (int s = step; s >= 0; --s) {
+    const T* key = pool.beam_token(slot, s, beam, layer, kv_head, kv::key);
+    const T* value = pool.beam_token(slot, s, beam, layer, kv_head, kv::value);
+    float dot = 0.0f;
+#pragma unroll
+    for (int e = 0; e < per_lane; ++e) dot += query[e] * Mma::to_float(key[lane * per_lane + e]);
+    dot = warp_sum(dot) * geometry.scale;
+    float part[per_lane];
+#pragma unroll
+    for (int e = 0; e < per_lane; ++e) part[e] = Mma::to_float(value[lane * per_lane + e]);
+    state.add(dot, part);
+    if (s == 0) break;
+    beam = pool.parents(slot, s)[beam];
+    if (beam == no_parent || beam >= pool.max_beams) break;
+  }
+  const float inverse = state.sum > 0.0f ? 1.0f / state.sum : 0.0f;
+#pragma unroll
+  for (int e = 0; e < per_lane; e += 2) {
+    *reinterpret_cast<std::uint32_t*>(out + flat * HeadDim + lane * per_lane + e) = Mma::pack(state.o[e] * inverse, state.o[e + 1] * inverse);
+  }
+}
+
+// The copy-on-fork baseline: grid (m tiles over group rows, kv_heads * max_beams, requests); every beam
+// attends alone to its private pages, tokens 0..prompt + step.
+template <class T, int HeadDim, int Warps>
+__global__ void __launch_bounds__(Warps * 32) decode_per_beam_kernel(CopyOnForkView<T> cache, KvBatchView batch, int layer, int step,
+                                                                    Geometry geometry, const T* q, T* out) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int i = blockIdx.z;
+  const int kv_head = blockIdx.y % cache.kv_heads;
+  const int beam = blockIdx.y / cache.kv_heads;
+  if (beam >= static_cast<int>(batch.beam_begin[i + 1] - batch.beam_begin[i])) return;
+  const int slot = batch.slots[i];
+  const int group = geometry.group;
+  const int first_row = blockIdx.x * 16 * Warps;
+  const int rows = min(16 * Warps, group - first_row);
+  if (rows <= 0) return;
+  const std::uint32_t* pages = cache.beam_pages(slot, beam);
+  auto flat_row = [&](int r) { return (batch.beam_begin[i] + beam) * geometry.q_heads + kv_head * group + first_row + r; };
+  TileResult<HeadDim> result;
+  attend_tile<T, HeadDim, Warps, false>(
+      result, rows, 0, static_cast<int>(cache.prompt_tokens[slot]) + step + 1, geometry.scale_log2,
+      [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
+      [&](int key, std::size_t kv_index) {
+        return cache.block(pages[key / cache.page_tokens], layer, kv_head, kv_index) + (key % cache.page_tokens) * HeadDim;
+      },
+      [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
+  store_rows<T, HeadDim>(result, rows, out, flat_row);
+}
+
+// Tile shapes. Prefill and staged decode use 8 warps = 128 query rows per block: each K/V tile read
+// into shared memory then feeds 128 rows of tensor-core work (a decode block is 32 beams x 4 heads).
+// The per-beam baseline has only G rows per beam, so one warp per block.
+inline constexpr int block_warps = 8;
+inline constexpr int per_beam_warps = 1;
+
+template <class Kernel>
+void allow_smem(Kernel kernel, std::size_t bytes) {
+  XGR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+inline int multiprocessors() {
+  static const int count = [] {
+    int device = 0;
+    XGR_CUDA_CHECK(cudaGetDevice(&device));
+    int value = 0;
+    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
+    return value;
+  }();
+  return count;
+}
+
+template <class T>
+constexpr void require_tensor_core_type() {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, half>, "the attention kernels take bf16 or fp16 KV");
+}
+
+inline Geometry geometry_of(const Options& options, std::size_t kv_heads, std::size_t head_dim, const char* op) {
+  Geometry g;
+  g.group = static_cast<int>(group_of(options, kv_heads, op));
+  g.q_heads = static_cast<int>(options.q_heads);
+  g.scale = scale_of(options, head_dim);
+  g.scale_log2 = g.scale * log2e;
+  return g;
+}
+
+template <class Fn>
+void with_head_dim(std::size_t head_dim, Fn&& fn) {
+  if (head_dim == 64) {
+    fn(std::integral_constant<int, 64>{});
+  } else {
+    fn(std::integral_constant<int, 128>{});
+  }
+}
+
+}  // namespace detail
+
+// Prefill on the device: writes K/V into the pool's pages, then causal attention. Same arguments and
+// result as the host prefill.
+template <class T, class Layout>
+void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
+             const Options& options, std::span<const T> q, std::span<const T> k, std::span<const T> v, std::span<T> out) {
+  detail::require_tensor_core_type<T>();
+  const char* op = "attention::prefill";
+  const auto view = pool.view();
+  const KvBatchView& b = batch.view();
+  const detail::Geometry geometry = detail::geometry_of(options, view.kv_heads, view.head_dim, op);
+  detail::require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
+  detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
+  kv::write_prompt(exec, pool, batch, layer, k, v);
+  if (b.count == 0) return;
+  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+    constexpr int D = decltype(head_dim)::value;
+    constexpr int W = detail::block_warps;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
+    auto kernel = detail::prefill_kernel<T, D, W, Layout>;
+    detail::allow_smem(kernel, smem);
+    const dim3 grid((b.max_prompt_tokens * geometry.group + 16 * W - 1) / (16 * W), view.kv_heads, b.count);
+    kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, q.data(), out.data());
+    XGR_CUDA_CHECK_LAUNCH();
+  });
+}
+
+// Limits a decode workspace is sized for.
+struct DecodeLimits {
+  std::size_t max_total_beams = 0;  // beam rows of the largest batch
+  std::size_t q_heads = 0;
+  std::size_t head_dim = 128;
+  std::size_t max_splits = 8;       // prompt chunks per request when the batch is small
+};
+
+// Split-K partials of stage 1, carved from a workspace (sizing and use share this function).
+struct DecodeScratch {
+  float* partial_o = nullptr;
+  float* partial_lse = nullptr;
+  template <class Arena>
+  static DecodeScratch carve(Arena& arena, const DecodeLimits& limits) {
+    const std::size_t rows = limits.max_splits * limits.max_total_beams * limits.q_heads;
+    return {arena.template take<float>(rows * limits.head_dim), arena.template take<float>(rows)};
+  }
+};
+
+[[nodiscard]] inline std::size_t decode_workspace_bytes(const DecodeLimits& limits) {
+  return workspace_bytes_of([&](WorkspaceArena& arena) { (void)DecodeScratch::carve(arena, limits); });
+}
+
+// How many prompt chunks a batch is split into: enough blocks for about two per multiprocessor, at
+// most limits.max_splits, and never a chunk under 256 keys (each split costs a partial round trip).
+[[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
+  const std::size_t rows_per_block = 16 * detail::block_warps;
+  const std::size_t blocks = std::max<std::size_t>(1, (batch.total_beams * group + rows_per_block - 1) / rows_per_block * kv_heads);
+  const std::size_t wanted = (2 * static_cast<std::size_t>(detail::multiprocessors()) + blocks - 1) / blocks;
+  const std::size_t by_length = std::max<std::size_t>(1, batch.max_prompt_tokens / 256);
+  return static_cast<int>(std::clamp<std::size_t>(wanted, 1, std::min(max_splits, by_length)));
+}
+
+// Staged decode on the device (see the top of this file). workspace must hold
+// decode_workspace_bytes(limits) with limits covering this batch.
+template <class T, class Layout>
+void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
+            std::size_t step, const Options& options, std::span<const T> q, std::span<T> out, DeviceWorkspace& workspace,
+            const DecodeLimits& limits) {
+  detail::require_tensor_core_type<T>();
+  const char* op = "attention::decode";
+  const auto view = pool.view();
+  const KvBatchView& b = batch.view();
+  const detail::Geometry geometry = detail::geometry_of(options, view.kv_heads, view.head_dim, op);
+  kv::detail::require_layer(layer, view.layers, op);
+  kv::detail::require_step(step, view.max_steps, op);
+  detail::require_elements(q.size(), b.total_beams, options.q_heads, view.head_dim, op, "q");
+  detail::require_elements(out.size(), b.total_beams, options.q_heads, view.head_dim, op, "out");
+  require_argument(b.total_beams <= limits.max_total_beams && options.q_heads <= limits.q_heads && view.head_dim <= limits.head_dim &&
+                       limits.max_splits > 0,
+                   op, "the batch exceeds the DecodeLimits its workspace was sized for");
+  workspace.require(decode_workspace_bytes(limits), op);
+  WorkspaceArena arena = workspace.arena();
+  const DecodeScratch scratch = DecodeScratch::carve(arena, limits);
+  if (b.count == 0) return;
+  const int splits = decode_splits(b, view.kv_heads, geometry.group, limits.max_splits);
+  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+    constexpr int D = decltype(head_dim)::value;
+    constexpr int W = detail::block_warps;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
+    auto prefix_kernel = detail::decode_prefix_kernel<T, D, W, Layout>;
+    detail::allow_smem(prefix_kernel, smem);
+    const dim3 grid((b.max_beams * geometry.group + 16 * W - 1) / (16 * W), view.kv_heads * splits, b.count);
+    prefix_kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, splits, q.data(), scratch.partial_o,
+                                                       scratch.partial_lse);
+    XGR_CUDA_CHECK_LAUNCH();
+    constexpr int merge_warps = 8;
+    const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
+    detail::decode_merge_kernel<T, D, Layout><<<static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), merge_warps * 32, 0,
+                                                exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
+                                                               q.data(), scratch.partial_o, scratch.partial_lse, out.data());
+    XGR_CUDA_CHECK_LAUNCH();
+  });
+}
+
+// Decode over the copy-on-fork baseline: every beam reads its own copy of the prompt.
+template <class T>
+void decode(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
+            std::size_t layer, std::size_t step, const Options& options, std::span<const T> q, std::span<T> out) {
+  detail::require_tensor_core_type<T>();
+  const char* op = "attention::decode";
+  const auto view = cache.view();
+  const KvBatchView& b = batch.view();
+  const detail::Geometry geometry = detail::geometry_of(options, view.kv_heads, view.head_dim, op);
+  kv::detail::require_layer(layer, view.layers, op);
+  kv::detail::require_step(step, view.max_steps, op);
+  detail::require_elements(q.size(), b.total_beams, options.q_heads, view.head_dim, op, "q");
+  detail::require_elements(out.size(), b.total_beams, options.q_heads, view.head_dim, op, "out");
+  if (b.count == 0) return;
+  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+    constexpr int D = decltype(head_dim)::value;
+    constexpr int W = detail::per_beam_warps;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
+    auto kernel = detail::decode_per_beam_kernel<T, D, W>;
+    detail::allow_smem(kernel, smem);
+    const dim3 grid((geometry.group + 16 * W - 1) / (16 * W), view.kv_heads * b.max_beams, b.count);
+    kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
+    XGR_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace xgr::attention
