@@ -124,6 +124,8 @@ void decode(benchmark::State& state, const Shape& shape) {
   const xgr::attention::Options options{q_heads};
   const xgr::attention::DecodeLimits limits{rows, q_heads, head_dim};
   xgr::DeviceWorkspace workspace(xgr::attention::decode_workspace_bytes(limits));
+  // The set-up ran on the legacy stream; the timer's stream does not wait for it on its own.
+  XGR_CUDA_CHECK(cudaDeviceSynchronize());
 
   xgr::bench::CudaTimer timer;
   timer.run(state, [&](cudaStream_t stream) {
@@ -162,6 +164,7 @@ void decode(benchmark::State& state, const Shape& shape) {
     cache.publish(exec);
     xgr::KvBatch<MemorySpace::device> cow_batch(shape.requests);
     cache.describe(exec, std::span<const xgr::KvRequest>(cow_requests), cow_batch);
+    XGR_CUDA_CHECK(cudaDeviceSynchronize());
     const double per_beam_s = xgr::bench::time_median_s(timer.stream(), 10, [&](cudaStream_t stream) {
       xgr::attention::decode(xgr::exec::cuda{stream}, cache, cow_batch, 0, timed_step, options, std::span<const bfloat16>(q.span()),
                              out.span());
@@ -188,6 +191,7 @@ void prefill(benchmark::State& state, std::size_t requests, std::size_t prompt) 
   fill(k.span(), 22);
   fill(v.span(), 23);
   const xgr::attention::Options options{q_heads};
+  XGR_CUDA_CHECK(cudaDeviceSynchronize());
   xgr::bench::CudaTimer timer;
   timer.run(state, [&](cudaStream_t stream) {
     xgr::attention::prefill(xgr::exec::cuda{stream}, pool, batch, 0, options, std::span<const bfloat16>(q.span()),

@@ -1,6 +1,6 @@
 // xgr/attention/cuda.cuh — prefill and staged decode attention over a device KvPool, on tensor cores.
 //
-// One tile routine (attend_tile) serves every kernel: a block of up to 16 x Warps query rows attends
+// One tile routine (attend_tile) serves every kernel: a block of up to 128 query rows attends
 // to a range of keys read from KV pages, FlashAttention-2 style:
 //
 //   for each 64-key tile (cp.async, double-buffered in shared memory):
@@ -120,9 +120,21 @@ __device__ __forceinline__ void cp_async_wait() {
 template <int HeadDim>
 inline constexpr int smem_stride = HeadDim + 8;
 
-template <class T, int HeadDim, int Warps>
+// A block's shape: Warps warps, each owning MTiles tiles of 16 query rows. Two row tiles per warp
+// let every K/V fragment loaded from shared memory feed two mma instructions, which halves the
+// shared-memory traffic per flop (ldmatrix bandwidth, not the tensor cores, limits one tile per warp).
+template <int Warps, int MTiles>
+struct BlockShape {
+  static constexpr int warps = Warps;
+  static constexpr int m_tiles = MTiles;
+  static constexpr int threads = Warps * 32;
+  static constexpr int warp_rows = 16 * MTiles;
+  static constexpr int rows = Warps * warp_rows;
+};
+
+template <class T, int HeadDim, class Shape>
 constexpr std::size_t tile_smem_bytes() {
-  return (std::size_t{16} * Warps + 2 * 2 * key_tile) * smem_stride<HeadDim> * sizeof(T);
+  return (std::size_t{Shape::rows} + 2 * 2 * key_tile) * smem_stride<HeadDim> * sizeof(T);
 }
 
 // Loads `rows` rows of HeadDim elements (row r from row_pointer(r)) into shared memory, zero-filling
@@ -139,56 +151,66 @@ __device__ __forceinline__ void load_rows(T* smem, int rows, int valid_rows, Row
   }
 }
 
-// What attend_tile returns per thread: the normalised output of its two rows (g and g + 8 of its
-// warp's 16), in the mma accumulator layout, and the rows' log-sum-exp (natural log; -inf when the
-// row saw no key).
-template <int HeadDim>
+// What attend_tile returns per thread: the normalised output of its rows (g and g + 8 of each of its
+// warp's 16-row tiles), in the mma accumulator layout, and the rows' log-sum-exp (natural log; -inf
+// when the row saw no key).
+template <int HeadDim, int MTiles>
 struct TileResult {
-  float o[HeadDim / 8][4];
-  float lse[2];
+  float o[MTiles][HeadDim / 8][4];
+  float lse[MTiles][2];
 };
+
+// The block row of a thread's accumulator row: tile mt, half 0 (row g) or 1 (row g + 8).
+template <class Shape>
+__device__ __forceinline__ int block_row(int mt, int half_row) {
+  return (threadIdx.x / 32) * Shape::warp_rows + mt * 16 + (threadIdx.x % 32) / 4 + half_row * 8;
+}
 
 // Attends the block's query rows (row r at query_row(r), r < rows) to keys [key_begin, key_end):
 // key tile starting at key n is key_tile(n, kv::key / kv::value) (64 contiguous rows). With Causal,
-// row r sees keys <= last_key(r) only. key_begin is a multiple of 64.
-template <class T, int HeadDim, int Warps, bool Causal, class QueryRow, class KeyTile, class LastKey>
-__device__ __forceinline__ void attend_tile(TileResult<HeadDim>& result, int rows, int key_begin, int key_end, float scale_log2,
-                                            QueryRow&& query_row, KeyTile&& key_tile_at, LastKey&& last_key, T* smem) {
+// row r sees keys <= last_key(r) only, and last_key must not decrease with r. key_begin is a
+// multiple of 64.
+template <class T, int HeadDim, class Shape, bool Causal, class QueryRow, class KeyTile, class LastKey>
+__device__ __forceinline__ void attend_tile(TileResult<HeadDim, Shape::m_tiles>& result, int rows, int key_begin, int key_end,
+                                            float scale_log2, QueryRow&& query_row, KeyTile&& key_tile_at, LastKey&& last_key,
+                                            T* smem) {
   using Mma = MmaType<T>;
-  constexpr int threads = Warps * 32;
+  constexpr int MT = Shape::m_tiles;
   constexpr int stride = smem_stride<HeadDim>;
-  constexpr int block_rows = 16 * Warps;
   T* q_smem = smem;
-  T* kv_smem = smem + block_rows * stride;  // [stage][K|V][key_tile][stride]
+  T* kv_smem = smem + Shape::rows * stride;  // [stage][K|V][key_tile][stride]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int group_row = lane / 4;  // g: rows g and g + 8 of the warp's 16
   const int quad_lane = lane % 4;  // t: columns 2t, 2t + 1 of each 8-wide accumulator tile
 
-  load_rows<T, HeadDim, threads>(q_smem, block_rows, rows, query_row);
+  load_rows<T, HeadDim, Shape::threads>(q_smem, Shape::rows, rows, query_row);
   auto load_keys = [&](int stage, int first_key) {
     const int valid = min(key_tile, key_end - first_key);
     T* k_smem = kv_smem + (stage * 2 + 0) * key_tile * stride;
     T* v_smem = kv_smem + (stage * 2 + 1) * key_tile * stride;
     const T* k_tile = key_tile_at(first_key, kv::key);
     const T* v_tile = key_tile_at(first_key, kv::value);
-    load_rows<T, HeadDim, threads>(k_smem, key_tile, valid, [&](int r) { return k_tile + r * HeadDim; });
-    load_rows<T, HeadDim, threads>(v_smem, key_tile, valid, [&](int r) { return v_tile + r * HeadDim; });
+    load_rows<T, HeadDim, Shape::threads>(k_smem, key_tile, valid, [&](int r) { return k_tile + r * HeadDim; });
+    load_rows<T, HeadDim, Shape::threads>(v_smem, key_tile, valid, [&](int r) { return v_tile + r * HeadDim; });
   };
   if (key_begin < key_end) load_keys(0, key_begin);
   cp_async_commit();
 
-  float o[HeadDim / 8][4] = {};
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.0f, 0.0f};
-  const int my_row[2] = {warp * 16 + group_row, warp * 16 + group_row + 8};
-  int my_last_key[2] = {key_end - 1, key_end - 1};
-  if constexpr (Causal) {
-    my_last_key[0] = min(key_end - 1, last_key(my_row[0]));
-    my_last_key[1] = min(key_end - 1, last_key(my_row[1]));
+  float o[MT][HeadDim / 8][4] = {};
+  float row_max[MT][2], row_sum[MT][2], my_last_key[MT][2];
+  int min_last_key = key_end - 1;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      row_max[mt][h] = -INFINITY;
+      row_sum[mt][h] = 0.0f;
+      my_last_key[mt][h] = Causal ? min(key_end - 1, last_key(block_row<Shape>(mt, h))) : key_end - 1;
+      min_last_key = min(min_last_key, static_cast<int>(my_last_key[mt][h]));
+    }
   }
   // The warp's rows see no key past this one: later tiles are skipped for the whole warp.
-  const int warp_last_key = Causal ? min(key_end - 1, last_key(min(warp * 16 + 15, block_rows - 1))) : key_end - 1;
+  const int warp_last_key = Causal ? min(key_end - 1, last_key(warp * Shape::warp_rows + Shape::warp_rows - 1)) : key_end - 1;
 
   int stage = 0;
   for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
@@ -201,80 +223,100 @@ __device__ __forceinline__ void attend_tile(TileResult<HeadDim>& result, int row
       const T* k_smem = kv_smem + (stage * 2 + 0) * key_tile * stride;
       const T* v_smem = kv_smem + (stage * 2 + 1) * key_tile * stride;
 
-      // S = Q K^T for the warp's 16 rows x 64 keys: 8 accumulator tiles of 16 x 8.
-      float s[key_tile / 8][4] = {};
+      // S = Q K^T for the warp's rows x 64 keys: per row tile, 8 accumulator tiles of 16 x 8.
+      float s[MT][key_tile / 8][4] = {};
 #pragma unroll
       for (int kk = 0; kk < HeadDim / 16; ++kk) {
-        std::uint32_t a[4];
-        ldmatrix_x4(a, shared_address(q_smem + (warp * 16 + (lane & 15)) * stride + kk * 16 + (lane >> 4) * 8));
+        std::uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          ldmatrix_x4(a[mt], shared_address(q_smem + (warp * Shape::warp_rows + mt * 16 + (lane & 15)) * stride + kk * 16 + (lane >> 4) * 8));
+        }
 #pragma unroll
         for (int nt = 0; nt < key_tile / 8; nt += 2) {
           std::uint32_t b[4];
           const int key = nt * 8 + ((lane >> 4) << 3) + (lane & 7);
           const int dim = kk * 16 + (((lane >> 3) & 1) << 3);
           ldmatrix_x4(b, shared_address(k_smem + key * stride + dim));
-          Mma::mma(s[nt], a, b[0], b[1]);
-          Mma::mma(s[nt + 1], a, b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            Mma::mma(s[mt][nt], a[mt], b[0], b[1]);
+            Mma::mma(s[mt][nt + 1], a[mt], b[2], b[3]);
+          }
         }
       }
 
       // Scale into log2 units and mask keys past the range (or the causal limit) on edge tiles.
-      const bool edge = first_key + key_tile - 1 > (Causal ? min(my_last_key[0], my_last_key[1]) : key_end - 1);
+      const bool edge = first_key + key_tile - 1 > min_last_key;
 #pragma unroll
-      for (int nt = 0; nt < key_tile / 8; ++nt) {
+      for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float value = s[nt][e] * scale_log2;
-          if (edge) {
-            const int key = first_key + nt * 8 + quad_lane * 2 + (e & 1);
-            if (key > my_last_key[e >> 1]) value = -INFINITY;
+        for (int nt = 0; nt < key_tile / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float value = s[mt][nt][e] * scale_log2;
+            if (edge) {
+              const int key = first_key + nt * 8 + quad_lane * 2 + (e & 1);
+              if (key > my_last_key[mt][e >> 1]) value = -INFINITY;
+            }
+            s[mt][nt][e] = value;
           }
-          s[nt][e] = value;
         }
       }
 
       // Online softmax: new running max per row (reduced over the quad that shares the row).
 #pragma unroll
-      for (int half_row = 0; half_row < 2; ++half_row) {
-        float tile_max = -INFINITY;
+      for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int nt = 0; nt < key_tile / 8; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][half_row * 2], s[nt][half_row * 2 + 1]));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        const float new_max = fmaxf(row_max[half_row], tile_max);
-        // A row that has seen only masked keys keeps max -inf; subtracting 0 then yields exp2(-inf) = 0.
-        const float base = new_max == -INFINITY ? 0.0f : new_max;
-        const float correction = exp2f(row_max[half_row] - base);
-        row_max[half_row] = new_max;
-        float tile_sum = 0.0f;
+        for (int half_row = 0; half_row < 2; ++half_row) {
+          float tile_max = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < key_tile / 8; ++nt) {
-          s[nt][half_row * 2] = exp2f(s[nt][half_row * 2] - base);
-          s[nt][half_row * 2 + 1] = exp2f(s[nt][half_row * 2 + 1] - base);
-          tile_sum += s[nt][half_row * 2] + s[nt][half_row * 2 + 1];
-        }
-        row_sum[half_row] = row_sum[half_row] * correction + tile_sum;
+          for (int nt = 0; nt < key_tile / 8; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][half_row * 2], s[mt][nt][half_row * 2 + 1]));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+          tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+          const float new_max = fmaxf(row_max[mt][half_row], tile_max);
+          // A row that has seen only masked keys keeps max -inf; subtracting 0 then yields exp2(-inf) = 0.
+          const float base = new_max == -INFINITY ? 0.0f : new_max;
+          const float correction = exp2f(row_max[mt][half_row] - base);
+          row_max[mt][half_row] = new_max;
+          float tile_sum = 0.0f;
 #pragma unroll
-        for (int dn = 0; dn < HeadDim / 8; ++dn) {
-          o[dn][half_row * 2] *= correction;
-          o[dn][half_row * 2 + 1] *= correction;
+          for (int nt = 0; nt < key_tile / 8; ++nt) {
+            s[mt][nt][half_row * 2] = exp2f(s[mt][nt][half_row * 2] - base);
+            s[mt][nt][half_row * 2 + 1] = exp2f(s[mt][nt][half_row * 2 + 1] - base);
+            tile_sum += s[mt][nt][half_row * 2] + s[mt][nt][half_row * 2 + 1];
+          }
+          row_sum[mt][half_row] = row_sum[mt][half_row] * correction + tile_sum;
+#pragma unroll
+          for (int dn = 0; dn < HeadDim / 8; ++dn) {
+            o[mt][dn][half_row * 2] *= correction;
+            o[mt][dn][half_row * 2 + 1] *= correction;
+          }
         }
       }
 
       // O += P V: P's accumulator tiles 2kc and 2kc+1 are exactly the A fragment of keys 16kc..16kc+15.
 #pragma unroll
       for (int kc = 0; kc < key_tile / 16; ++kc) {
-        const std::uint32_t a[4] = {Mma::pack(s[2 * kc][0], s[2 * kc][1]), Mma::pack(s[2 * kc][2], s[2 * kc][3]),
-                                    Mma::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                    Mma::pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+        std::uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          a[mt][0] = Mma::pack(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+          a[mt][1] = Mma::pack(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+          a[mt][2] = Mma::pack(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+          a[mt][3] = Mma::pack(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+        }
 #pragma unroll
         for (int dn = 0; dn < HeadDim / 8; dn += 2) {
           std::uint32_t b[4];
           const int key = kc * 16 + (((lane >> 3) & 1) << 3) + (lane & 7);
           const int dim = dn * 8 + ((lane >> 4) << 3);
           ldmatrix_x4_trans(b, shared_address(v_smem + key * stride + dim));
-          Mma::mma(o[dn], a, b[0], b[1]);
-          Mma::mma(o[dn + 1], a, b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            Mma::mma(o[mt][dn], a[mt], b[0], b[1]);
+            Mma::mma(o[mt][dn + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -283,35 +325,40 @@ __device__ __forceinline__ void attend_tile(TileResult<HeadDim>& result, int row
   cp_async_wait<0>();
 
 #pragma unroll
-  for (int half_row = 0; half_row < 2; ++half_row) {
-    float sum = row_sum[half_row];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int dn = 0; dn < HeadDim / 8; ++dn) {
-      result.o[dn][half_row * 2] = o[dn][half_row * 2] * inverse;
-      result.o[dn][half_row * 2 + 1] = o[dn][half_row * 2 + 1] * inverse;
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      float sum = row_sum[mt][half_row];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+      for (int dn = 0; dn < HeadDim / 8; ++dn) {
+        result.o[mt][dn][half_row * 2] = o[mt][dn][half_row * 2] * inverse;
+        result.o[mt][dn][half_row * 2 + 1] = o[mt][dn][half_row * 2 + 1] * inverse;
+      }
+      result.lse[mt][half_row] = sum > 0.0f ? (row_max[mt][half_row] + log2f(sum)) * ln2 : -INFINITY;
     }
-    result.lse[half_row] = sum > 0.0f ? (row_max[half_row] + log2f(sum)) * ln2 : -INFINITY;
   }
 }
 
 // Writes a thread's share of a TileResult: row r of the block goes to flat row index out_row(r) (or
 // nowhere when r >= rows), as T pairs.
-template <class T, int HeadDim, class OutRow>
-__device__ __forceinline__ void store_rows(const TileResult<HeadDim>& result, int rows, T* out, OutRow&& out_row) {
+template <class T, int HeadDim, class Shape, class OutRow>
+__device__ __forceinline__ void store_rows(const TileResult<HeadDim, Shape::m_tiles>& result, int rows, T* out, OutRow&& out_row) {
   using Mma = MmaType<T>;
-  const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int half_row = 0; half_row < 2; ++half_row) {
-    const int row = warp * 16 + lane / 4 + half_row * 8;
-    if (row >= rows) continue;
-    T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + (lane % 4) * 2;
+  for (int mt = 0; mt < Shape::m_tiles; ++mt) {
 #pragma unroll
-    for (int dn = 0; dn < HeadDim / 8; ++dn) {
-      *reinterpret_cast<std::uint32_t*>(target + dn * 8) = Mma::pack(result.o[dn][half_row * 2], result.o[dn][half_row * 2 + 1]);
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int row = block_row<Shape>(mt, half_row);
+      if (row >= rows) continue;
+      T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + (lane % 4) * 2;
+#pragma unroll
+      for (int dn = 0; dn < HeadDim / 8; ++dn) {
+        *reinterpret_cast<std::uint32_t*>(target + dn * 8) = Mma::pack(result.o[mt][dn][half_row * 2], result.o[mt][dn][half_row * 2 + 1]);
+      }
     }
   }
 }
@@ -326,25 +373,25 @@ struct Geometry {
 };
 
 // grid (m tiles over max_prompt * group rows, kv_heads, requests).
-template <class T, int HeadDim, int Warps, class Layout>
-__global__ void __launch_bounds__(Warps * 32) prefill_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
+template <class T, int HeadDim, class Shape, class Layout>
+__global__ void __launch_bounds__(Shape::threads) prefill_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
                                                             const T* q, T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
   const int kv_head = blockIdx.y;
   const int slot = batch.slots[i];
   const int prompt = pool.prompt_tokens[slot];
-  const int first_row = blockIdx.x * 16 * Warps;  // in (token, head in group) rows
-  const int rows = min(16 * Warps, prompt * geometry.group - first_row);
+  const int first_row = blockIdx.x * Shape::rows;  // in (token, head in group) rows
+  const int rows = min(Shape::rows, prompt * geometry.group - first_row);
   if (rows <= 0) return;
   const int group = geometry.group;
   auto flat_row = [&](int r) {
     const int row = first_row + r;
     return (batch.token_begin[i] + row / group) * geometry.q_heads + kv_head * group + row % group;
   };
-  TileResult<HeadDim> result;
+  TileResult<HeadDim, Shape::m_tiles> result;
   const int last_token = (first_row + rows - 1) / group;
-  attend_tile<T, HeadDim, Warps, true>(
+  attend_tile<T, HeadDim, Shape, true>(
       result, rows, 0, last_token + 1, geometry.scale_log2,
       [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
       [&](int key, std::size_t kv_index) {
@@ -352,12 +399,12 @@ __global__ void __launch_bounds__(Warps * 32) prefill_kernel(KvPoolView<T, Layou
                (key % pool.page_tokens) * HeadDim;
       },
       [&](int r) { return (first_row + r) / group; }, reinterpret_cast<T*>(smem_bytes));
-  store_rows<T, HeadDim>(result, rows, out, flat_row);
+  store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
 // Stage 1 of staged decode. grid (m tiles over max_beams * group rows, kv_heads * splits, requests).
-template <class T, int HeadDim, int Warps, class Layout>
-__global__ void __launch_bounds__(Warps * 32) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
+template <class T, int HeadDim, class Shape, class Layout>
+__global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
                                                                   int splits, const T* q, float* partial_o, float* partial_lse) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
@@ -366,8 +413,8 @@ __global__ void __launch_bounds__(Warps * 32) decode_prefix_kernel(KvPoolView<T,
   const int slot = batch.slots[i];
   const int group = geometry.group;
   const int beams = batch.beam_begin[i + 1] - batch.beam_begin[i];
-  const int first_row = blockIdx.x * 16 * Warps;
-  const int rows = min(16 * Warps, beams * group - first_row);
+  const int first_row = blockIdx.x * Shape::rows;
+  const int rows = min(Shape::rows, beams * group - first_row);
   if (rows <= 0) return;
   const int prompt = pool.prompt_tokens[slot];
   // Split the prompt into `splits` chunks of whole key tiles; trailing chunks may be empty.
@@ -379,8 +426,8 @@ __global__ void __launch_bounds__(Warps * 32) decode_prefix_kernel(KvPoolView<T,
     const int row = first_row + r;
     return (batch.beam_begin[i] + row / group) * geometry.q_heads + kv_head * group + row % group;
   };
-  TileResult<HeadDim> result;
-  attend_tile<T, HeadDim, Warps, false>(
+  TileResult<HeadDim, Shape::m_tiles> result;
+  attend_tile<T, HeadDim, Shape, false>(
       result, rows, key_begin, key_end, geometry.scale_log2, [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
       [&](int key, std::size_t kv_index) {
         return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
@@ -388,20 +435,22 @@ __global__ void __launch_bounds__(Warps * 32) decode_prefix_kernel(KvPoolView<T,
       },
       [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
 
-  const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
 #pragma unroll
-  for (int half_row = 0; half_row < 2; ++half_row) {
-    const int row = warp * 16 + lane / 4 + half_row * 8;
-    if (row >= rows) continue;
-    const std::size_t flat = split * split_rows + flat_row(row);
-    float* target = partial_o + flat * HeadDim + (lane % 4) * 2;
+  for (int mt = 0; mt < Shape::m_tiles; ++mt) {
 #pragma unroll
-    for (int dn = 0; dn < HeadDim / 8; ++dn) {
-      *reinterpret_cast<float2*>(target + dn * 8) = make_float2(result.o[dn][half_row * 2], result.o[dn][half_row * 2 + 1]);
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int row = block_row<Shape>(mt, half_row);
+      if (row >= rows) continue;
+      const std::size_t flat = split * split_rows + flat_row(row);
+      float* target = partial_o + flat * HeadDim + (lane % 4) * 2;
+#pragma unroll
+      for (int dn = 0; dn < HeadDim / 8; ++dn) {
+        *reinterpret_cast<float2*>(target + dn * 8) = make_float2(result.o[mt][dn][half_row * 2], result.o[mt][dn][half_row * 2 + 1]);
+      }
+      if (lane % 4 == 0) partial_lse[flat] = result.lse[mt][half_row];
     }
-    if (lane % 4 == 0) partial_lse[flat] = result.lse[half_row];
   }
 }
 
@@ -489,8 +538,8 @@ __global__ void decode_merge_kernel(KvPoolView<T, Layout> pool, KvBatchView batc
 
 // The copy-on-fork baseline: grid (m tiles over group rows, kv_heads * max_beams, requests); every beam
 // attends alone to its private pages, tokens 0..prompt + step.
-template <class T, int HeadDim, int Warps>
-__global__ void __launch_bounds__(Warps * 32) decode_per_beam_kernel(CopyOnForkView<T> cache, KvBatchView batch, int layer, int step,
+template <class T, int HeadDim, class Shape>
+__global__ void __launch_bounds__(Shape::threads) decode_per_beam_kernel(CopyOnForkView<T> cache, KvBatchView batch, int layer, int step,
                                                                     Geometry geometry, const T* q, T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
@@ -499,27 +548,28 @@ __global__ void __launch_bounds__(Warps * 32) decode_per_beam_kernel(CopyOnForkV
   if (beam >= static_cast<int>(batch.beam_begin[i + 1] - batch.beam_begin[i])) return;
   const int slot = batch.slots[i];
   const int group = geometry.group;
-  const int first_row = blockIdx.x * 16 * Warps;
-  const int rows = min(16 * Warps, group - first_row);
+  const int first_row = blockIdx.x * Shape::rows;
+  const int rows = min(Shape::rows, group - first_row);
   if (rows <= 0) return;
   const std::uint32_t* pages = cache.beam_pages(slot, beam);
   auto flat_row = [&](int r) { return (batch.beam_begin[i] + beam) * geometry.q_heads + kv_head * group + first_row + r; };
-  TileResult<HeadDim> result;
-  attend_tile<T, HeadDim, Warps, false>(
+  TileResult<HeadDim, Shape::m_tiles> result;
+  attend_tile<T, HeadDim, Shape, false>(
       result, rows, 0, static_cast<int>(cache.prompt_tokens[slot]) + step + 1, geometry.scale_log2,
       [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
       [&](int key, std::size_t kv_index) {
         return cache.block(pages[key / cache.page_tokens], layer, kv_head, kv_index) + (key % cache.page_tokens) * HeadDim;
       },
       [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
-  store_rows<T, HeadDim>(result, rows, out, flat_row);
+  store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
-// Tile shapes. Prefill and staged decode use 8 warps = 128 query rows per block: each K/V tile read
-// into shared memory then feeds 128 rows of tensor-core work (a decode block is 32 beams x 4 heads).
-// The per-beam baseline has only G rows per beam, so one warp per block.
-inline constexpr int block_warps = 8;
-inline constexpr int per_beam_warps = 1;
+// Block shapes. Prefill and staged decode: 4 warps x 2 row tiles = 128 query rows per block (a decode
+// block is 32 beams x 4 heads), so each K/V tile brought into shared memory feeds 128 rows of
+// tensor-core work, and two blocks fit on a multiprocessor. The per-beam baseline has only G rows per
+// beam: one warp, one row tile.
+using WideBlock = BlockShape<4, 2>;
+using PerBeamBlock = BlockShape<1, 1>;
 
 template <class Kernel>
 void allow_smem(Kernel kernel, std::size_t bytes) {
@@ -578,12 +628,12 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
   if (b.count == 0) return;
   detail::with_head_dim(view.head_dim, [&](auto head_dim) {
     constexpr int D = decltype(head_dim)::value;
-    constexpr int W = detail::block_warps;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
-    auto kernel = detail::prefill_kernel<T, D, W, Layout>;
+    using Shape = detail::WideBlock;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
+    auto kernel = detail::prefill_kernel<T, D, Shape, Layout>;
     detail::allow_smem(kernel, smem);
-    const dim3 grid((b.max_prompt_tokens * geometry.group + 16 * W - 1) / (16 * W), view.kv_heads, b.count);
-    kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, q.data(), out.data());
+    const dim3 grid((b.max_prompt_tokens * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads, b.count);
+    kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, q.data(), out.data());
     XGR_CUDA_CHECK_LAUNCH();
   });
 }
@@ -614,7 +664,7 @@ struct DecodeScratch {
 // How many prompt chunks a batch is split into: enough blocks for about two per multiprocessor, at
 // most limits.max_splits, and never a chunk under 256 keys (each split costs a partial round trip).
 [[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
-  const std::size_t rows_per_block = 16 * detail::block_warps;
+  const std::size_t rows_per_block = detail::WideBlock::rows;
   const std::size_t blocks = std::max<std::size_t>(1, (batch.total_beams * group + rows_per_block - 1) / rows_per_block * kv_heads);
   const std::size_t wanted = (2 * static_cast<std::size_t>(detail::multiprocessors()) + blocks - 1) / blocks;
   const std::size_t by_length = std::max<std::size_t>(1, batch.max_prompt_tokens / 256);
@@ -646,12 +696,12 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
   const int splits = decode_splits(b, view.kv_heads, geometry.group, limits.max_splits);
   detail::with_head_dim(view.head_dim, [&](auto head_dim) {
     constexpr int D = decltype(head_dim)::value;
-    constexpr int W = detail::block_warps;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
-    auto prefix_kernel = detail::decode_prefix_kernel<T, D, W, Layout>;
+    using Shape = detail::WideBlock;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
+    auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout>;
     detail::allow_smem(prefix_kernel, smem);
-    const dim3 grid((b.max_beams * geometry.group + 16 * W - 1) / (16 * W), view.kv_heads * splits, b.count);
-    prefix_kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, splits, q.data(), scratch.partial_o,
+    const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
+    prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, splits, q.data(), scratch.partial_o,
                                                        scratch.partial_lse);
     XGR_CUDA_CHECK_LAUNCH();
     constexpr int merge_warps = 8;
@@ -679,12 +729,12 @@ void decode(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, c
   if (b.count == 0) return;
   detail::with_head_dim(view.head_dim, [&](auto head_dim) {
     constexpr int D = decltype(head_dim)::value;
-    constexpr int W = detail::per_beam_warps;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, W>();
-    auto kernel = detail::decode_per_beam_kernel<T, D, W>;
+    using Shape = detail::PerBeamBlock;
+    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
+    auto kernel = detail::decode_per_beam_kernel<T, D, Shape>;
     detail::allow_smem(kernel, smem);
-    const dim3 grid((geometry.group + 16 * W - 1) / (16 * W), view.kv_heads * b.max_beams, b.count);
-    kernel<<<grid, W * 32, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
+    const dim3 grid((geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * b.max_beams, b.count);
+    kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
     XGR_CUDA_CHECK_LAUNCH();
   });
 }
