@@ -47,9 +47,11 @@ inline void require_step(std::size_t step, std::size_t max_steps, const char* op
 // a caller bug, and a silently wrong lineage would corrupt attention.
 inline std::uint32_t local_parent(const KvBatchView& batch, std::size_t i, std::uint32_t parent_row, const char* op) {
   if (parent_row == no_parent) return no_parent;
-  require_argument(parent_row >= batch.beam_begin[i] && parent_row < batch.beam_begin[i + 1], op,
-                   "parent row " + std::to_string(parent_row) + " is outside request " + std::to_string(i) + "'s rows [" +
-                       std::to_string(batch.beam_begin[i]) + ", " + std::to_string(batch.beam_begin[i + 1]) + ")");
+  if (parent_row < batch.beam_begin[i] || parent_row >= batch.beam_begin[i + 1]) {
+    throw Error(ErrorKind::invalid_argument, op,
+                "parent row " + std::to_string(parent_row) + " is outside request " + std::to_string(i) + "'s rows [" +
+                    std::to_string(batch.beam_begin[i]) + ", " + std::to_string(batch.beam_begin[i + 1]) + ")");
+  }
   return parent_row - batch.beam_begin[i];
 }
 
@@ -101,7 +103,7 @@ void write_step(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const 
 }
 
 // Records the beam reorder of step parents.level: B indices per request, no KV moves. A parent row
-// outside its request's rows is Error(invalid_argument).
+// outside its request's rows is Error(invalid_argument), raised before anything is written.
 template <class T, class Layout>
 void record_parents(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
                     BeamParents parents) {
@@ -111,6 +113,9 @@ void record_parents(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, co
   detail::require_step(parents.level, view.max_steps, op);
   require_argument(parents.parent_rows.size() >= b.total_beams, op,
                    std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(b.total_beams) + " beams");
+  for (std::size_t i = 0; i < b.count; ++i) {
+    for (std::uint32_t row = b.beam_begin[i]; row < b.beam_begin[i + 1]; ++row) (void)detail::local_parent(b, i, parents.parent_rows[row], op);
+  }
   for (std::size_t i = 0; i < b.count; ++i) {
     std::uint32_t* out = view.parents(b.slots[i], parents.level);
     for (std::uint32_t row = b.beam_begin[i]; row < b.beam_begin[i + 1]; ++row) {

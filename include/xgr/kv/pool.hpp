@@ -295,7 +295,11 @@ class KvPool {
     KvPoolConfig config{shape, page_tokens, 0, 1, prompt_tokens, beams, steps};
     validate(config);
     const std::size_t per_request = request_bytes(shape, page_tokens, prompt_tokens, beams, steps);
-    config.max_requests = std::max<std::size_t>(1, budget_bytes / per_request);
+    if (budget_bytes < per_request) {
+      throw Error(ErrorKind::capacity, "KvPool::plan",
+                  std::to_string(budget_bytes) + " bytes hold no request of " + std::to_string(per_request) + " bytes");
+    }
+    config.max_requests = budget_bytes / per_request;
     config.prefix_pages = config.max_requests * kv::detail::ceil_div(prompt_tokens, page_tokens);
     return config;
   }
@@ -343,13 +347,14 @@ class KvPool {
     std::uint32_t* row = page_row(slot);
     for (std::size_t p = 0; p < shared; ++p) {
       row[p] = page_row(admission.share_prefix_with->slot)[p];
-      ++page_refs_[row[p]];
+      if (++page_refs_[row[p]] == 2) ++shared_pages_;
     }
     for (std::size_t p = shared; p < pages; ++p) {
       row[p] = free_pages_.back();
       free_pages_.pop_back();
       page_refs_[row[p]] = 1;
     }
+    used_pages_ += pages - shared;
     owned_pages_[slot] = static_cast<std::uint32_t>(pages);
     prompt_row()[slot] = static_cast<std::uint32_t>(admission.prompt_tokens);
     shared_row()[slot] = static_cast<std::uint32_t>(shared * config_.page_tokens);
@@ -376,7 +381,12 @@ class KvPool {
     require_active(request, "KvPool::release");
     const std::uint32_t* row = page_row(request.slot);
     for (std::size_t p = 0; p < owned_pages_[request.slot]; ++p) {
-      if (--page_refs_[row[p]] == 0) free_pages_.push_back(row[p]);
+      const std::uint32_t refs = --page_refs_[row[p]];
+      if (refs == 1) --shared_pages_;
+      if (refs == 0) {
+        free_pages_.push_back(row[p]);
+        --used_pages_;
+      }
     }
     owned_pages_[request.slot] = 0;
     active_[request.slot] = false;
@@ -398,10 +408,8 @@ class KvPool {
   [[nodiscard]] KvPoolStats stats() const noexcept {
     KvPoolStats s;
     s.prefix_pages = config_.prefix_pages;
-    for (std::uint32_t refs : page_refs_) {
-      s.used_pages += refs > 0;
-      s.shared_pages += refs > 1;
-    }
+    s.used_pages = used_pages_;
+    s.shared_pages = shared_pages_;
     s.max_requests = config_.max_requests;
     s.active_requests = config_.max_requests - free_slots_.size();
     s.page_bytes = config_.page_tokens * token_bytes();
@@ -551,6 +559,8 @@ class KvPool {
   std::vector<std::uint32_t> generation_;
   std::vector<bool> active_;
   std::vector<std::uint32_t> owned_pages_;
+  std::size_t used_pages_ = 0;    // pages with a reference
+  std::size_t shared_pages_ = 0;  // pages with more than one
 };
 
 template <class T, class Layout = kv::PageMajor>
