@@ -6,7 +6,9 @@
 // compares the outputs by relative error ||out - ref|| / ||ref||.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -19,6 +21,15 @@
 namespace {
 
 using xgr::MemorySpace;
+
+// The worst relative errors seen, printed at the end of each case for the GPU record.
+double worst_prefill = 0.0, worst_staged = 0.0, worst_per_beam = 0.0;
+
+void report_worst(const char* label) {
+  std::printf("%s: worst relative error prefill %.2e, staged decode %.2e, per-beam decode %.2e\n", label, worst_prefill, worst_staged,
+              worst_per_beam);
+  worst_prefill = worst_staged = worst_per_beam = 0.0;
+}
 
 struct Scenario {
   std::size_t layers = 2, kv_heads = 2, head_dim = 128, group = 4, page_tokens = 64, steps = 3;
@@ -163,6 +174,7 @@ void run_scenario(const Scenario& s, std::mt19937_64& rng, double tolerance) {
     CAPTURE(layer);
     CHECK(nans == 0);
     CHECK(error < tolerance);
+    worst_prefill = std::max(worst_prefill, error);
   }
   xgr::kv::fork(xgr::exec::host, pools.host_cow, pools.host_cow_batch);
   xgr::kv::fork(exec, pools.device_cow, pools.device_cow_batch);
@@ -218,9 +230,11 @@ void run_scenario(const Scenario& s, std::mt19937_64& rng, double tolerance) {
       const double staged_error = relative_error(std::span<const T>(staged_host), std::span<const T>(reference), &nans);
       CHECK(nans == 0);
       CHECK(staged_error < tolerance);
+      worst_staged = std::max(worst_staged, staged_error);
       const double per_beam_error = relative_error(std::span<const T>(per_beam_host), std::span<const T>(reference), &nans);
       CHECK(nans == 0);
       CHECK(per_beam_error < tolerance);
+      worst_per_beam = std::max(worst_per_beam, per_beam_error);
     }
   }
   XGR_CUDA_CHECK(cudaDeviceSynchronize());
@@ -260,11 +274,13 @@ TEST_CASE("prefill and staged decode match the host reference on random shapes (
       run_scenario<xgr::bfloat16, xgr::kv::LayerMajor>(s, rng, 1e-2);
     }
   }
+  report_worst("bf16 random shapes");
 }
 
 TEST_CASE("fp16 operands give fp16-level error") {
   auto rng = xgr::test::make_rng(502);
   for (int trial = 0; trial < 4; ++trial) run_scenario<xgr::half, xgr::kv::PageMajor>(random_scenario(rng), rng, 3e-3);
+  report_worst("fp16 random shapes");
 }
 
 TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams, wide GQA") {
@@ -277,6 +293,7 @@ TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams
       {1, 1, 128, 32, 64, 2, {300}, {9}, 1},
   };
   for (const Scenario& s : scenarios) run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);
+  report_worst("bf16 edge shapes");
 }
 
 TEST_CASE("decode rejects a workspace sized for a smaller batch") {
