@@ -4,14 +4,15 @@
 #
 #   BENCH_FILTER        Google Benchmark regex (default "." = everything). The PyTorch anchors run
 #                       with it: topk_anchor.py for "." and "topk", beam_step_anchor.py for "." and
-#                       filters starting with "beam".
+#                       filters starting with "beam", attention_anchor.py for "." and filters
+#                       starting with "attention".
 #   XGR_SKIP_TESTS=1    skip the `cuda` workflow and its tests (benchmark-only records, e.g. to fit
 #                       a 10-minute command: scripts/gpu-check.sh OUT beam/ with it takes ~5 min).
 #   XGR_BENCH_TIMEOUT   seconds for xgr_benchmarks (default 400).
 #
-# Writes at most 8 files to OUTPUT_DIR: device.txt, build.log (cuda workflow + bench build),
-# cuda_tests.log (tests + examples), xgr_benchmarks.json, benchmarks.log, torch_topk.json,
-# torch_beam.json, torch.log (both anchors' output).
+# Writes to OUTPUT_DIR: device.txt, build.log (cuda workflow + bench build), cuda_tests.log
+# (tests + examples), xgr_benchmarks.json, benchmarks.log, torch_topk.json, torch_beam.json,
+# torch_attention.json, torch.log (the anchors' output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/gpu-check}
@@ -62,4 +63,12 @@ if [ "$filter" = "." ] || [ "${filter#beam}" != "$filter" ]; then
   torch_results=()
   [ -s "$out/torch_beam.json" ] && torch_results=("$out/torch_beam.json")
   python3 scripts/beam_table.py "$bench_results" ${torch_results[@]+"${torch_results[@]}"}
+fi
+if [ "$filter" = "." ] || [ "${filter#attention}" != "$filter" ]; then
+  echo "== attention_anchor.py" >> "$out/torch.log"
+  PYTHONUNBUFFERED=1 timeout 200 python3 benchmarks/torch/attention_anchor.py --json "$out/torch_attention.json" >> "$out/torch.log" 2>&1
+  echo "torch attention anchor exit $?"
+  torch_results=()
+  [ -s "$out/torch_attention.json" ] && torch_results=("$out/torch_attention.json")
+  python3 scripts/attention_table.py "$out/xgr_benchmarks.json" ${torch_results[@]+"${torch_results[@]}"}
 fi
