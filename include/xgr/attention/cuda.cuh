@@ -616,7 +616,7 @@ void with_head_dim(std::size_t head_dim, Fn&& fn) {
 // result as the host prefill.
 template <class T, class Layout>
 void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
-             const Options& options, std::span<const T> q, std::span<const T> k, std::span<const T> v, std::span<T> out) {
+             const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
   detail::require_tensor_core_type<T>();
   const char* op = "attention::prefill";
   const auto view = pool.view();
@@ -638,29 +638,6 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
   });
 }
 
-// Limits a decode workspace is sized for.
-struct DecodeLimits {
-  std::size_t max_total_beams = 0;  // beam rows of the largest batch
-  std::size_t q_heads = 0;
-  std::size_t head_dim = 128;
-  std::size_t max_splits = 8;       // prompt chunks per request when the batch is small
-};
-
-// Split-K partials of stage 1, carved from a workspace (sizing and use share this function).
-struct DecodeScratch {
-  float* partial_o = nullptr;
-  float* partial_lse = nullptr;
-  template <class Arena>
-  static DecodeScratch carve(Arena& arena, const DecodeLimits& limits) {
-    const std::size_t rows = limits.max_splits * limits.max_total_beams * limits.q_heads;
-    return {arena.template take<float>(rows * limits.head_dim), arena.template take<float>(rows)};
-  }
-};
-
-[[nodiscard]] inline std::size_t decode_workspace_bytes(const DecodeLimits& limits) {
-  return workspace_bytes_of([&](WorkspaceArena& arena) { (void)DecodeScratch::carve(arena, limits); });
-}
-
 // How many prompt chunks a batch is split into: enough blocks for about two per multiprocessor, at
 // most limits.max_splits, and never a chunk under 256 keys (each split costs a partial round trip).
 [[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
@@ -675,7 +652,7 @@ struct DecodeScratch {
 // decode_workspace_bytes(limits) with limits covering this batch.
 template <class T, class Layout>
 void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
-            std::size_t step, const Options& options, std::span<const T> q, std::span<T> out, DeviceWorkspace& workspace,
+            std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out, DeviceWorkspace& workspace,
             const DecodeLimits& limits) {
   detail::require_tensor_core_type<T>();
   const char* op = "attention::decode";
@@ -716,7 +693,7 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
 // Decode over the copy-on-fork baseline: every beam reads its own copy of the prompt.
 template <class T>
 void decode(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
-            std::size_t layer, std::size_t step, const Options& options, std::span<const T> q, std::span<T> out) {
+            std::size_t layer, std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out) {
   detail::require_tensor_core_type<T>();
   const char* op = "attention::decode";
   const auto view = cache.view();

@@ -21,11 +21,13 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <string>
 
 #include "xgr/core/dtype.hpp"
 #include "xgr/core/error.hpp"
 #include "xgr/core/exec.hpp"
+#include "xgr/core/workspace.hpp"
 #include "xgr/kv/copy_on_fork.hpp"
 #include "xgr/kv/host.hpp"
 #include "xgr/kv/pool.hpp"
@@ -36,6 +38,30 @@ struct Options {
   std::size_t q_heads = 0;     // query heads: a positive multiple of the pool's kv_heads
   float softmax_scale = 0.0f;  // 0 means 1 / sqrt(head_dim)
 };
+
+// Limits the CUDA decode's workspace is sized for (declared here so that host code can size it; the
+// host decode needs no workspace).
+struct DecodeLimits {
+  std::size_t max_total_beams = 0;  // beam rows of the largest batch
+  std::size_t q_heads = 0;
+  std::size_t head_dim = 128;
+  std::size_t max_splits = 8;       // prompt chunks per request when the batch is small
+};
+
+// Split-K partials of stage 1, carved from a workspace (sizing and use share this function).
+struct DecodeScratch {
+  float* partial_o = nullptr;
+  float* partial_lse = nullptr;
+  template <class Arena>
+  static DecodeScratch carve(Arena& arena, const DecodeLimits& limits) {
+    const std::size_t rows = limits.max_splits * limits.max_total_beams * limits.q_heads;
+    return {arena.template take<float>(rows * limits.head_dim), arena.template take<float>(rows)};
+  }
+};
+
+[[nodiscard]] inline std::size_t decode_workspace_bytes(const DecodeLimits& limits) {
+  return workspace_bytes_of([&](WorkspaceArena& arena) { (void)DecodeScratch::carve(arena, limits); });
+}
 
 namespace detail {
 
@@ -86,8 +112,8 @@ void attend(const T* query, std::size_t head_dim, double scale, std::size_t coun
 // prompt token. q and out are [total_tokens][q_heads][head_dim]; k and v [total_tokens][kv_heads][head_dim].
 template <class T, class Layout>
 void prefill(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
-             std::size_t layer, const Options& options, std::span<const T> q, std::span<const T> k, std::span<const T> v,
-             std::span<T> out) {
+             std::size_t layer, const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v,
+             RowSpan<T> out) {
   const char* op = "attention::prefill";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -115,7 +141,7 @@ void prefill(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvB
 // and its parents recorded (kv::record_parents). q and out are [total_beams][q_heads][head_dim].
 template <class T, class Layout>
 void decode(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
-            std::size_t layer, std::size_t step, const Options& options, std::span<const T> q, std::span<T> out) {
+            std::size_t layer, std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out) {
   const char* op = "attention::decode";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -159,7 +185,7 @@ void decode(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBa
 // pages (written by write_prompt + fork, reorder and write_step).
 template <class T>
 void decode(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const KvBatch<MemorySpace::host>& batch,
-            std::size_t layer, std::size_t step, const Options& options, std::span<const T> q, std::span<T> out) {
+            std::size_t layer, std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out) {
   const char* op = "attention::decode";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 #include "xgr/core/cuda.cuh"
 #include "xgr/kv/copy_on_fork.hpp"
@@ -177,7 +178,7 @@ namespace kv {
 
 template <class T, class Layout>
 void write_prompt(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch,
-                  std::size_t layer, std::span<const T> k, std::span<const T> v) {
+                  std::size_t layer, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_prompt";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -193,7 +194,7 @@ void write_prompt(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool,
 
 template <class T, class Layout>
 void write_step(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch,
-                std::size_t layer, std::size_t step, std::span<const T> k, std::span<const T> v) {
+                std::size_t layer, std::size_t step, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_step";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -226,7 +227,7 @@ void record_parents(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& poo
 
 template <class T>
 void write_prompt(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
-                  std::size_t layer, std::span<const T> k, std::span<const T> v) {
+                  std::size_t layer, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_prompt";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
@@ -275,7 +276,7 @@ void reorder(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, 
 
 template <class T>
 void write_step(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
-                std::size_t layer, std::size_t step, std::span<const T> k, std::span<const T> v) {
+                std::size_t layer, std::size_t step, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_step";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <string>
 
 #include "xgr/core/error.hpp"
@@ -61,7 +62,7 @@ inline std::uint32_t local_parent(const KvBatchView& batch, std::size_t i, std::
 // live in a donor's pages and are not written (the donor wrote them).
 template <class T, class Layout>
 void write_prompt(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
-                  std::size_t layer, std::span<const T> k, std::span<const T> v) {
+                  std::size_t layer, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_prompt";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -83,7 +84,7 @@ void write_prompt(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, cons
 // The K/V of every beam row's token chosen at `step` into its slot (step, row) of the beam region.
 template <class T, class Layout>
 void write_step(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
-                std::size_t layer, std::size_t step, std::span<const T> k, std::span<const T> v) {
+                std::size_t layer, std::size_t step, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_step";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -129,7 +130,7 @@ void record_parents(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, co
 // Prompt K/V of `layer` into beam 0's pages (fork() then copies them to the other beams).
 template <class T>
 void write_prompt(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const KvBatch<MemorySpace::host>& batch,
-                  std::size_t layer, std::span<const T> k, std::span<const T> v) {
+                  std::size_t layer, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_prompt";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
@@ -217,7 +218,7 @@ void reorder(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const
 // The K/V of every beam row's token chosen at `step` into token prompt + step of the beam's pages.
 template <class T>
 void write_step(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const KvBatch<MemorySpace::host>& batch,
-                std::size_t layer, std::size_t step, std::span<const T> k, std::span<const T> v) {
+                std::size_t layer, std::size_t step, RowSpan<const T> k, RowSpan<const T> v) {
   const char* op = "kv::write_step";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();

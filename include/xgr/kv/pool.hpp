@@ -31,6 +31,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "xgr/core/beam_parents.hpp"
@@ -40,6 +41,12 @@
 #include "xgr/core/memory.hpp"
 
 namespace xgr {
+
+// A packed [rows][heads][head_dim] argument of the KV and attention functions. Its element type comes
+// from the pool, not from the argument (a non-deduced context), so a std::vector<T>, a Buffer's span()
+// or a span of T all convert to RowSpan<const T>.
+template <class T>
+using RowSpan = std::span<std::type_identity_t<T>>;
 
 // The model dimensions a KV cache stores: K and V of `kv_heads` heads of `head_dim` per layer.
 struct KvShape {
