@@ -402,10 +402,80 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(KvPoolView<T, L
   store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
+// The fused epilogue of staged decode. Each thread holds 2 * HeadDim / 8 columns of its rows (the
+// mma accumulator layout: columns dn * 8 + 2t, +1); the four threads of a quad share a row, so a dot
+// product is a partial sum per thread plus two shuffles. Rows walk their ancestry back from `step`;
+// every thread runs the same number of iterations (a dead link only stops contributing), so the
+// shuffles stay convergent.
+template <class T, int HeadDim, class Shape, class Layout, class BeamOf, class OutRow>
+__device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, Shape::m_tiles>& result, int rows,
+                                                           const KvPoolView<T, Layout>& pool, int slot, int layer, int kv_head, int step,
+                                                           float scale, const T* q_smem, BeamOf&& beam_of, T* out, OutRow&& out_row) {
+  using Mma = MmaType<T>;
+  constexpr int stride = smem_stride<HeadDim>;
+  const int quad_lane = threadIdx.x % 4;
+#pragma unroll
+  for (int mt = 0; mt < Shape::m_tiles; ++mt) {
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int row = block_row<Shape>(mt, half_row);
+      const bool valid = row < rows;
+      const T* query = q_smem + row * stride + quad_lane * 2;
+      float max = result.lse[mt][half_row];
+      float sum = max == -INFINITY ? 0.0f : 1.0f;  // weights relative to `max`; the prefix part is normalised
+      unsigned beam = valid ? beam_of(row) : 0u;
+      bool alive = valid;
+      for (int s = step; s >= 0; --s) {
+        const T* key = pool.beam_token(slot, s, alive ? beam : 0u, layer, kv_head, kv::key);
+        const T* value = pool.beam_token(slot, s, alive ? beam : 0u, layer, kv_head, kv::value);
+        float dot = 0.0f;
+#pragma unroll
+        for (int dn = 0; dn < HeadDim / 8; ++dn) {
+          dot += Mma::to_float(query[dn * 8]) * Mma::to_float(key[quad_lane * 2 + dn * 8]) +
+                 Mma::to_float(query[dn * 8 + 1]) * Mma::to_float(key[quad_lane * 2 + dn * 8 + 1]);
+        }
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+        if (alive) {
+          const float score = dot * scale;
+          const float new_max = fmaxf(max, score);
+          const float old_scale = __expf(max - new_max);
+          const float token_weight = __expf(score - new_max);
+          sum = sum * old_scale + token_weight;
+#pragma unroll
+          for (int dn = 0; dn < HeadDim / 8; ++dn) {
+            result.o[mt][dn][half_row * 2] = result.o[mt][dn][half_row * 2] * old_scale +
+                                             token_weight * Mma::to_float(value[quad_lane * 2 + dn * 8]);
+            result.o[mt][dn][half_row * 2 + 1] = result.o[mt][dn][half_row * 2 + 1] * old_scale +
+                                                 token_weight * Mma::to_float(value[quad_lane * 2 + dn * 8 + 1]);
+          }
+          max = new_max;
+          if (s > 0) {
+            beam = pool.parents(slot, s)[beam];
+            alive = beam != no_parent && beam < pool.max_beams;
+          }
+        }
+      }
+      if (!valid) continue;
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+      T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + quad_lane * 2;
+#pragma unroll
+      for (int dn = 0; dn < HeadDim / 8; ++dn) {
+        *reinterpret_cast<std::uint32_t*>(target + dn * 8) =
+            Mma::pack(result.o[mt][dn][half_row * 2] * inverse, result.o[mt][dn][half_row * 2 + 1] * inverse);
+      }
+    }
+  }
+}
+
 // Stage 1 of staged decode. grid (m tiles over max_beams * group rows, kv_heads * splits, requests).
-template <class T, int HeadDim, class Shape, class Layout>
-__global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
-                                                                  int splits, const T* q, float* partial_o, float* partial_lse) {
+// With Fused (one split), the block finishes the job itself: each row's own decode tokens are merged
+// into the prefix result in the epilogue (the row's query is still in shared memory) and the output
+// is written directly, skipping the fp32 partials and the merge kernel.
+template <class T, int HeadDim, class Shape, class Layout, bool Fused>
+__global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step,
+                                                                  Geometry geometry, int splits, const T* q, float* partial_o,
+                                                                  float* partial_lse, T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
   const int kv_head = blockIdx.y / splits;
@@ -436,6 +506,12 @@ __global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolVie
       [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
 
   const int lane = threadIdx.x % 32;
+  if constexpr (Fused) {
+    merge_own_tokens_and_store<T, HeadDim, Shape>(result, rows, pool, slot, layer, kv_head, step, geometry.scale,
+                                                   reinterpret_cast<const T*>(smem_bytes),
+                                                   [&](int r) { return (first_row + r) / group; }, out, flat_row);
+    return;
+  }
   const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
 #pragma unroll
   for (int mt = 0; mt < Shape::m_tiles; ++mt) {
@@ -638,12 +714,15 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
   });
 }
 
-// How many prompt chunks a batch is split into: enough blocks for about two per multiprocessor, at
-// most limits.max_splits, and never a chunk under 256 keys (each split costs a partial round trip).
+// How many prompt chunks a batch is split into. Splitting pays only while the blocks of one split do
+// not fill the resident slots of the GPU (two blocks per multiprocessor): beyond that it adds
+// partial-result traffic and a merge pass without adding parallelism. Chunks stay at least 256 keys
+// long, and at most limits.max_splits.
 [[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
   const std::size_t rows_per_block = detail::WideBlock::rows;
   const std::size_t blocks = std::max<std::size_t>(1, (batch.total_beams * group + rows_per_block - 1) / rows_per_block * kv_heads);
-  const std::size_t wanted = (2 * static_cast<std::size_t>(detail::multiprocessors()) + blocks - 1) / blocks;
+  const std::size_t resident = 2 * static_cast<std::size_t>(detail::multiprocessors());
+  const std::size_t wanted = std::max<std::size_t>(1, resident / blocks);
   const std::size_t by_length = std::max<std::size_t>(1, batch.max_prompt_tokens / 256);
   return static_cast<int>(std::clamp<std::size_t>(wanted, 1, std::min(max_splits, by_length)));
 }
@@ -675,11 +754,19 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
     constexpr int D = decltype(head_dim)::value;
     using Shape = detail::WideBlock;
     constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
-    auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout>;
-    detail::allow_smem(prefix_kernel, smem);
     const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
-    prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, splits, q.data(), scratch.partial_o,
-                                                       scratch.partial_lse);
+    if (splits == 1) {
+      auto fused_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, true>;
+      detail::allow_smem(fused_kernel, smem);
+      fused_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, 1,
+                                                                q.data(), nullptr, nullptr, out.data());
+      XGR_CUDA_CHECK_LAUNCH();
+      return;
+    }
+    auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, false>;
+    detail::allow_smem(prefix_kernel, smem);
+    prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
+                                                               q.data(), scratch.partial_o, scratch.partial_lse, nullptr);
     XGR_CUDA_CHECK_LAUNCH();
     constexpr int merge_warps = 8;
     const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
