@@ -148,6 +148,16 @@ void decode(benchmark::State& state, const Shape& shape) {
   state.counters["TFLOPS"] = flops / median_s * 1e-12;
   state.counters["splits"] = xgr::attention::decode_splits(batch.view(), kv_heads, q_heads / kv_heads, limits.max_splits);
 
+  // The portable mma.sync prefix kernel on the same step (the default takes wgmma on Hopper).
+  xgr::attention::Options portable = options;
+  portable.allow_wgmma = false;
+  const double portable_s = xgr::bench::time_median_s(timer.stream(), 10, [&](cudaStream_t stream) {
+    xgr::attention::decode(xgr::exec::cuda{stream}, pool, batch, 0, timed_step, portable, std::span<const bfloat16>(q.span()), out.span(),
+                           workspace, limits);
+  });
+  state.counters["mma_sync_us"] = portable_s * 1e6;
+  state.counters["wgmma"] = xgr::attention::detail::wgmma::available() ? 1.0 : 0.0;
+
   // The copy-on-fork baseline on the same shape, where its B copies of every prompt fit.
   const std::size_t cow_bytes = shape.requests * xgr::CopyOnForkKvCache<bfloat16>::request_bytes(kv_shape, page_tokens, shape.prompt,
                                                                                                    shape.beams, steps);

@@ -363,6 +363,264 @@ __device__ __forceinline__ void store_rows(const TileResult<HeadDim, Shape::m_ti
   }
 }
 
+// --- the Hopper tile routine (sm_90a): wgmma --------------------------------------------------------
+//
+// The same algorithm as attend_tile for the non-causal prefix stage with head_dim 128, on Hopper's
+// warpgroup MMA: two warpgroups of 64 query rows share each K/V tile; S = Q K^T is 8 wgmma.m64n64k16
+// with both operands read from shared memory through descriptors, and O += P V is 4 wgmma.m64n128k16
+// with P taken from registers. wgmma's accumulator and register-A layouts per warp are those of
+// mma.m16n8k16, so the online softmax is attend_tile's, unchanged.
+//
+// Operands live in 128-byte-swizzled tiles of 64 rows x 64 elements (128 B per row, 8 KiB; a row of
+// 128 elements is two tiles): chunk c (16 B) of row r sits at chunk position c ^ (r % 8), the layout
+// the tensor memory accelerator writes with 128B swizzling. Here cp.async writes it.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define XGR_ATTENTION_WGMMA 1
+#else
+#define XGR_ATTENTION_WGMMA 0
+#endif
+
+namespace wgmma {
+
+inline constexpr int tile_bytes = 64 * 128;
+using HopperBlock = BlockShape<8, 1>;  // 2 warpgroups x 64 rows
+// Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, plus 1 KiB to align the
+// base: swizzle atoms must start on 1024-byte boundaries.
+inline constexpr std::size_t smem_bytes = (4 + 2 * 2 * 2) * std::size_t{tile_bytes} + 1024;
+
+__device__ __forceinline__ int swizzled(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
+// A shared-memory matrix descriptor with 128-byte swizzling. K-major operands (Q, K): the leading
+// offset is unused (1), the stride is 1024 B between 8-row groups. N-major operand (V, read as
+// [key][dim]): the leading offset is the 8 KiB between the two 64-column halves, the stride the
+// 1024 B between groups of 8 keys.
+__device__ __forceinline__ std::uint64_t descriptor(std::uint32_t address, std::uint32_t leading_bytes, std::uint32_t stride_bytes) {
+  return std::uint64_t{(address & 0x3FFFFu) >> 4} | (std::uint64_t{(leading_bytes & 0x3FFFFu) >> 4} << 16) |
+         (std::uint64_t{(stride_bytes & 0x3FFFFu) >> 4} << 32) | (std::uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void fence() {
+#if XGR_ATTENTION_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void commit_and_wait() {
+#if XGR_ATTENTION_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+// cp.async writes through the generic proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_shared_for_async_proxy() {
+#if XGR_ATTENTION_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+template <class T>
+struct Instr;
+
+#define XGR_WGMMA_INSTR(TYPE, PTX_TYPE)                                                                          \
+  template <>                                                                                                    \
+  struct Instr<TYPE> {                                                                                           \
+    __device__ static void s(float (&s)[8][4], std::uint64_t a, std::uint64_t b) {                               \
+      XGR_WGMMA_S(PTX_TYPE)                                                                                      \
+    }                                                                                                            \
+    __device__ static void pv(float (&o)[16][4], const std::uint32_t (&a)[4], std::uint64_t b) {                 \
+      XGR_WGMMA_PV(PTX_TYPE)                                                                                     \
+    }                                                                                                            \
+  };
+
+#if XGR_ATTENTION_WGMMA
+#define XGR_WGMMA_S(PTX_TYPE)                                                                                    \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." PTX_TYPE "." PTX_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
+               : "+f"(s[0][0]), "+f"(s[0][1]), "+f"(s[0][2]), "+f"(s[0][3]), "+f"(s[1][0]), "+f"(s[1][1]), "+f"(s[1][2]), "+f"(s[1][3]), "+f"(s[2][0]), "+f"(s[2][1]), "+f"(s[2][2]), "+f"(s[2][3]), "+f"(s[3][0]), "+f"(s[3][1]), "+f"(s[3][2]), "+f"(s[3][3]), "+f"(s[4][0]), "+f"(s[4][1]), "+f"(s[4][2]), "+f"(s[4][3]), "+f"(s[5][0]), "+f"(s[5][1]), "+f"(s[5][2]), "+f"(s[5][3]), "+f"(s[6][0]), "+f"(s[6][1]), "+f"(s[6][2]), "+f"(s[6][3]), "+f"(s[7][0]), "+f"(s[7][1]), "+f"(s[7][2]), "+f"(s[7][3])                                                                                           \
+               : "l"(a), "l"(b), "r"(1));
+#define XGR_WGMMA_PV(PTX_TYPE)                                                                                   \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                     \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." PTX_TYPE "." PTX_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
+               : "+f"(o[0][0]), "+f"(o[0][1]), "+f"(o[0][2]), "+f"(o[0][3]), "+f"(o[1][0]), "+f"(o[1][1]), "+f"(o[1][2]), "+f"(o[1][3]), "+f"(o[2][0]), "+f"(o[2][1]), "+f"(o[2][2]), "+f"(o[2][3]), "+f"(o[3][0]), "+f"(o[3][1]), "+f"(o[3][2]), "+f"(o[3][3]), "+f"(o[4][0]), "+f"(o[4][1]), "+f"(o[4][2]), "+f"(o[4][3]), "+f"(o[5][0]), "+f"(o[5][1]), "+f"(o[5][2]), "+f"(o[5][3]), "+f"(o[6][0]), "+f"(o[6][1]), "+f"(o[6][2]), "+f"(o[6][3]), "+f"(o[7][0]), "+f"(o[7][1]), "+f"(o[7][2]), "+f"(o[7][3]), "+f"(o[8][0]), "+f"(o[8][1]), "+f"(o[8][2]), "+f"(o[8][3]), "+f"(o[9][0]), "+f"(o[9][1]), "+f"(o[9][2]), "+f"(o[9][3]), "+f"(o[10][0]), "+f"(o[10][1]), "+f"(o[10][2]), "+f"(o[10][3]), "+f"(o[11][0]), "+f"(o[11][1]), "+f"(o[11][2]), "+f"(o[11][3]), "+f"(o[12][0]), "+f"(o[12][1]), "+f"(o[12][2]), "+f"(o[12][3]), "+f"(o[13][0]), "+f"(o[13][1]), "+f"(o[13][2]), "+f"(o[13][3]), "+f"(o[14][0]), "+f"(o[14][1]), "+f"(o[14][2]), "+f"(o[14][3]), "+f"(o[15][0]), "+f"(o[15][1]), "+f"(o[15][2]), "+f"(o[15][3])                                                                                           \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+#else
+#define XGR_WGMMA_S(PTX_TYPE) __trap();
+#define XGR_WGMMA_PV(PTX_TYPE) __trap();
+#endif
+
+XGR_WGMMA_INSTR(bfloat16, "bf16")
+XGR_WGMMA_INSTR(half, "f16")
+#undef XGR_WGMMA_INSTR
+#undef XGR_WGMMA_S
+#undef XGR_WGMMA_PV
+
+// Does this binary hold the wgmma kernels for the current device (sm_90a code on a 9.0 device)?
+// A template, so that every translation unit including this header may define it.
+template <int Unused = 0>
+__global__ void probe_kernel(int* available) { *available = XGR_ATTENTION_WGMMA; }
+
+inline bool available() {
+  static const bool value = [] {
+    int device = 0, major = 0, minor = 0;
+    XGR_CUDA_CHECK(cudaGetDevice(&device));
+    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (major != 9 || minor != 0) return false;
+    DeviceBuffer<int> flag(1);
+    probe_kernel<0><<<1, 1>>>(flag.data());
+    XGR_CUDA_CHECK_LAUNCH();
+    int host_flag = 0;
+    XGR_CUDA_CHECK(cudaMemcpy(&host_flag, flag.data(), sizeof(int), cudaMemcpyDeviceToHost));
+    return host_flag == 1;
+  }();
+  return value;
+}
+
+}  // namespace wgmma
+
+// attend_tile for the Hopper block (HopperBlock, head_dim 128, not causal). `smem` is 1024-aligned.
+template <class T, class QueryRow, class KeyTile>
+__device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, int rows, int key_begin, int key_end, float scale_log2,
+                                                  QueryRow&& query_row, KeyTile&& key_tile_at, unsigned char* smem) {
+  using Mma = MmaType<T>;
+  using Shape = wgmma::HopperBlock;
+  constexpr int HeadDim = 128;
+  unsigned char* q_smem = smem;                              // [warpgroup][half] tiles
+  unsigned char* kv_smem = smem + 4 * wgmma::tile_bytes;     // [stage][K|V][half] tiles
+  const int warp = threadIdx.x / 32;
+  const int warpgroup = warp / 4;
+  const int lane = threadIdx.x % 32;
+  const int quad_lane = lane % 4;
+
+  for (int work = threadIdx.x; work < Shape::rows * 16; work += Shape::threads) {
+    const int row = work / 16, chunk = work % 16;
+    const bool valid = row < rows;
+    const int local = row % 64;
+    unsigned char* target = q_smem + ((row / 64) * 2 + chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(local, chunk % 8);
+    cp_async_16(target, query_row(valid ? row : 0) + chunk * 8, valid);
+  }
+  auto load_keys = [&](int stage, int first_key) {
+    const int valid_rows = min(key_tile, key_end - first_key);
+    const T* k_tile = key_tile_at(first_key, kv::key);
+    const T* v_tile = key_tile_at(first_key, kv::value);
+    unsigned char* k_smem = kv_smem + (stage * 2 + 0) * 2 * wgmma::tile_bytes;
+    unsigned char* v_smem = kv_smem + (stage * 2 + 1) * 2 * wgmma::tile_bytes;
+    for (int work = threadIdx.x; work < key_tile * 16; work += Shape::threads) {
+      const int row = work / 16, chunk = work % 16;
+      const bool valid = row < valid_rows;
+      const int offset = (chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(row, chunk % 8);
+      const int source = (valid ? row : 0) * HeadDim + chunk * 8;
+      cp_async_16(k_smem + offset, k_tile + source, valid);
+      cp_async_16(v_smem + offset, v_tile + source, valid);
+    }
+  };
+  if (key_begin < key_end) load_keys(0, key_begin);
+  cp_async_commit();
+
+  float o[HeadDim / 8][4] = {};
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.0f, 0.0f};
+  const std::uint32_t q_base = shared_address(q_smem + warpgroup * 2 * wgmma::tile_bytes);
+
+  int stage = 0;
+  for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
+    if (first_key + key_tile < key_end) load_keys(stage ^ 1, first_key + key_tile);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_shared_for_async_proxy();
+    __syncthreads();
+    const std::uint32_t k_base = shared_address(kv_smem + (stage * 2 + 0) * 2 * wgmma::tile_bytes);
+    const std::uint32_t v_base = shared_address(kv_smem + (stage * 2 + 1) * 2 * wgmma::tile_bytes);
+
+    // S = Q K^T: 8 steps of 16 dims; a step advances 32 bytes inside a 128-byte swizzled row, and the
+    // second half of the dims lives in the next tile.
+    float s[key_tile / 8][4] = {};
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < HeadDim / 16; ++kk) {
+      const std::uint32_t step_offset = (kk / 4) * wgmma::tile_bytes + (kk % 4) * 32;
+      wgmma::Instr<T>::s(s, wgmma::descriptor(q_base + step_offset, 16, 1024), wgmma::descriptor(k_base + step_offset, 16, 1024));
+    }
+    wgmma::commit_and_wait();
+
+    const bool edge = first_key + key_tile > key_end;
+#pragma unroll
+    for (int nt = 0; nt < key_tile / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float value = s[nt][e] * scale_log2;
+        if (edge && first_key + nt * 8 + quad_lane * 2 + (e & 1) >= key_end) value = -INFINITY;
+        s[nt][e] = value;
+      }
+    }
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < key_tile / 8; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][half_row * 2], s[nt][half_row * 2 + 1]));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float new_max = fmaxf(row_max[half_row], tile_max);
+      const float base = new_max == -INFINITY ? 0.0f : new_max;
+      const float correction = exp2f(row_max[half_row] - base);
+      row_max[half_row] = new_max;
+      float tile_sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < key_tile / 8; ++nt) {
+        s[nt][half_row * 2] = exp2f(s[nt][half_row * 2] - base);
+        s[nt][half_row * 2 + 1] = exp2f(s[nt][half_row * 2 + 1] - base);
+        tile_sum += s[nt][half_row * 2] + s[nt][half_row * 2 + 1];
+      }
+      row_sum[half_row] = row_sum[half_row] * correction + tile_sum;
+#pragma unroll
+      for (int dn = 0; dn < HeadDim / 8; ++dn) {
+        o[dn][half_row * 2] *= correction;
+        o[dn][half_row * 2 + 1] *= correction;
+      }
+    }
+
+    // O += P V: 4 steps of 16 keys; a step advances 16 rows (2 KiB) of the V tiles.
+    std::uint32_t a[key_tile / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < key_tile / 16; ++kc) {
+      a[kc][0] = Mma::pack(s[2 * kc][0], s[2 * kc][1]);
+      a[kc][1] = Mma::pack(s[2 * kc][2], s[2 * kc][3]);
+      a[kc][2] = Mma::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      a[kc][3] = Mma::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+    }
+    wgmma::fence();
+#pragma unroll
+    for (int kc = 0; kc < key_tile / 16; ++kc) {
+      wgmma::Instr<T>::pv(o, a[kc], wgmma::descriptor(v_base + kc * 2048, wgmma::tile_bytes, 1024));
+    }
+    wgmma::commit_and_wait();
+    __syncthreads();  // the stage is overwritten by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    float sum = row_sum[half_row];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+    for (int dn = 0; dn < HeadDim / 8; ++dn) {
+      result.o[0][dn][half_row * 2] = o[dn][half_row * 2] * inverse;
+      result.o[0][dn][half_row * 2 + 1] = o[dn][half_row * 2 + 1] * inverse;
+    }
+    result.lse[0][half_row] = sum > 0.0f ? (row_max[half_row] + log2f(sum)) * ln2 : -INFINITY;
+  }
+}
+
+// The query element (row, column) of the block, from the swizzled Q tiles.
+template <class T>
+__device__ __forceinline__ float wgmma_query_at(const unsigned char* q_smem, int row, int column) {
+  const int local = row % 64;
+  const unsigned char* tile = q_smem + ((row / 64) * 2 + column / 64) * wgmma::tile_bytes;
+  const T* chunk = reinterpret_cast<const T*>(tile + wgmma::swizzled(local, (column % 64) / 8));
+  return MmaType<T>::to_float(chunk[column % 8]);
+}
+
 // --- kernels ------------------------------------------------------------------------------------
 
 struct Geometry {
@@ -407,12 +665,13 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(KvPoolView<T, L
 // product is a partial sum per thread plus two shuffles. Rows walk their ancestry back from `step`;
 // every thread runs the same number of iterations (a dead link only stops contributing), so the
 // shuffles stay convergent.
-template <class T, int HeadDim, class Shape, class Layout, class BeamOf, class OutRow>
+// query_at(row, column) reads the block's query element (from shared memory, in whatever layout the
+// tile routine keeps it).
+template <class T, int HeadDim, class Shape, class Layout, class QueryAt, class BeamOf, class OutRow>
 __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, Shape::m_tiles>& result, int rows,
                                                            const KvPoolView<T, Layout>& pool, int slot, int layer, int kv_head, int step,
-                                                           float scale, const T* q_smem, BeamOf&& beam_of, T* out, OutRow&& out_row) {
+                                                           float scale, QueryAt&& query_at, BeamOf&& beam_of, T* out, OutRow&& out_row) {
   using Mma = MmaType<T>;
-  constexpr int stride = smem_stride<HeadDim>;
   const int quad_lane = threadIdx.x % 4;
 #pragma unroll
   for (int mt = 0; mt < Shape::m_tiles; ++mt) {
@@ -420,7 +679,7 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int row = block_row<Shape>(mt, half_row);
       const bool valid = row < rows;
-      const T* query = q_smem + row * stride + quad_lane * 2;
+      const int query_row = valid ? row : 0;
       float max = result.lse[mt][half_row];
       float sum = max == -INFINITY ? 0.0f : 1.0f;  // weights relative to `max`; the prefix part is normalised
       unsigned beam = valid ? beam_of(row) : 0u;
@@ -431,8 +690,8 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
         float dot = 0.0f;
 #pragma unroll
         for (int dn = 0; dn < HeadDim / 8; ++dn) {
-          dot += Mma::to_float(query[dn * 8]) * Mma::to_float(key[quad_lane * 2 + dn * 8]) +
-                 Mma::to_float(query[dn * 8 + 1]) * Mma::to_float(key[quad_lane * 2 + dn * 8 + 1]);
+          const int column = dn * 8 + quad_lane * 2;
+          dot += query_at(query_row, column) * Mma::to_float(key[column]) + query_at(query_row, column + 1) * Mma::to_float(key[column + 1]);
         }
         dot += __shfl_xor_sync(0xffffffffu, dot, 1);
         dot += __shfl_xor_sync(0xffffffffu, dot, 2);
@@ -472,7 +731,7 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
 // With Fused (one split), the block finishes the job itself: each row's own decode tokens are merged
 // into the prefix result in the epilogue (the row's query is still in shared memory) and the output
 // is written directly, skipping the fp32 partials and the merge kernel.
-template <class T, int HeadDim, class Shape, class Layout, bool Fused>
+template <class T, int HeadDim, class Shape, class Layout, bool Fused, bool Hopper>
 __global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step,
                                                                   Geometry geometry, int splits, const T* q, float* partial_o,
                                                                   float* partial_lse, T* out) {
@@ -497,19 +756,33 @@ __global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolVie
     return (batch.beam_begin[i] + row / group) * geometry.q_heads + kv_head * group + row % group;
   };
   TileResult<HeadDim, Shape::m_tiles> result;
-  attend_tile<T, HeadDim, Shape, false>(
-      result, rows, key_begin, key_end, geometry.scale_log2, [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
-      [&](int key, std::size_t kv_index) {
-        return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
-               (key % pool.page_tokens) * HeadDim;
-      },
-      [](int) { return 0; }, reinterpret_cast<T*>(smem_bytes));
+  auto query_row = [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; };
+  auto key_tile_at = [&](int key, std::size_t kv_index) {
+    return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
+           (key % pool.page_tokens) * HeadDim;
+  };
+  // The Hopper tiles need a 1024-byte-aligned base (the launch adds the slack).
+  unsigned char* smem = Hopper ? reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_bytes) + 1023) & ~std::uintptr_t{1023})
+                               : smem_bytes;
+  if constexpr (Hopper) {
+    static_assert(HeadDim == 128 && std::is_same_v<Shape, wgmma::HopperBlock>);
+    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, smem);
+  } else {
+    attend_tile<T, HeadDim, Shape, false>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, [](int) { return 0; },
+                                          reinterpret_cast<T*>(smem));
+  }
 
   const int lane = threadIdx.x % 32;
   if constexpr (Fused) {
-    merge_own_tokens_and_store<T, HeadDim, Shape>(result, rows, pool, slot, layer, kv_head, step, geometry.scale,
-                                                   reinterpret_cast<const T*>(smem_bytes),
-                                                   [&](int r) { return (first_row + r) / group; }, out, flat_row);
+    auto query_at = [&](int r, int column) {
+      if constexpr (Hopper) {
+        return wgmma_query_at<T>(smem, r, column);
+      } else {
+        return MmaType<T>::to_float(reinterpret_cast<const T*>(smem)[r * smem_stride<HeadDim> + column]);
+      }
+    };
+    merge_own_tokens_and_store<T, HeadDim, Shape>(result, rows, pool, slot, layer, kv_head, step, geometry.scale, query_at,
+                                                  [&](int r) { return (first_row + r) / group; }, out, flat_row);
     return;
   }
   const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
@@ -752,22 +1025,35 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
   const int splits = decode_splits(b, view.kv_heads, geometry.group, limits.max_splits);
   detail::with_head_dim(view.head_dim, [&](auto head_dim) {
     constexpr int D = decltype(head_dim)::value;
-    using Shape = detail::WideBlock;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
-    const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
-    if (splits == 1) {
-      auto fused_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, true>;
-      detail::allow_smem(fused_kernel, smem);
-      fused_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, 1,
-                                                                q.data(), nullptr, nullptr, out.data());
+    const bool hopper = D == 128 && options.allow_wgmma && detail::wgmma::available();
+    auto launch = [&](auto shape, auto hopper_flag) {
+      using Shape = decltype(shape);
+      constexpr bool Hopper = decltype(hopper_flag)::value;
+      constexpr std::size_t smem = Hopper ? detail::wgmma::smem_bytes : detail::tile_smem_bytes<T, D, Shape>();
+      const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
+      if (splits == 1) {
+        auto fused_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, true, Hopper>;
+        detail::allow_smem(fused_kernel, smem);
+        fused_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, 1,
+                                                                  q.data(), nullptr, nullptr, out.data());
+      } else {
+        auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, false, Hopper>;
+        detail::allow_smem(prefix_kernel, smem);
+        prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry,
+                                                                   splits, q.data(), scratch.partial_o, scratch.partial_lse, nullptr);
+      }
       XGR_CUDA_CHECK_LAUNCH();
-      return;
+    };
+    if constexpr (D == 128) {
+      if (hopper) {
+        launch(detail::wgmma::HopperBlock{}, std::true_type{});
+      } else {
+        launch(detail::WideBlock{}, std::false_type{});
+      }
+    } else {
+      launch(detail::WideBlock{}, std::false_type{});
     }
-    auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, false>;
-    detail::allow_smem(prefix_kernel, smem);
-    prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
-                                                               q.data(), scratch.partial_o, scratch.partial_lse, nullptr);
-    XGR_CUDA_CHECK_LAUNCH();
+    if (splits == 1) return;
     constexpr int merge_warps = 8;
     const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
     detail::decode_merge_kernel<T, D, Layout><<<static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), merge_warps * 32, 0,

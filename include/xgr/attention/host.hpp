@@ -37,6 +37,10 @@ namespace xgr::attention {
 struct Options {
   std::size_t q_heads = 0;     // query heads: a positive multiple of the pool's kv_heads
   float softmax_scale = 0.0f;  // 0 means 1 / sqrt(head_dim)
+  // CUDA decode: use the Hopper (wgmma) prefix kernel where the device and the build have it
+  // (sm_90a code on a compute-capability 9.0 device, head_dim 128). false forces the mma.sync kernel,
+  // which runs everywhere; the host reference ignores it.
+  bool allow_wgmma = true;
 };
 
 // Limits the CUDA decode's workspace is sized for (declared here so that host code can size it; the
