@@ -24,6 +24,10 @@
 //
 // The prompt KV of a request is therefore read from device memory once per layer and step (per split),
 // instead of once per beam.
+//
+// On Hopper (a 9.0 device running sm_90a code) the prefix stage for head_dim 128 takes
+// attend_tile_wgmma, the same algorithm on warpgroup MMA (see "the Hopper tile routine" below);
+// Options::allow_wgmma = false keeps the portable mma.sync routine.
 #pragma once
 
 #include <cuda_bf16.h>
