@@ -182,9 +182,7 @@ void write_prompt(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool,
   const char* op = "kv::write_prompt";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
-  detail::require_rows(k.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "V");
+  detail::require_kv_rows(view, layer, b.total_tokens, k.size(), v.size(), op);
   if (b.count == 0) return;
   const std::size_t items = std::size_t{b.max_prompt_tokens} * view.kv_heads * detail::chunks_per_vector<T>(view.head_dim);
   detail::write_prompt_kernel<<<dim3(detail::copy_blocks(items), b.count), detail::copy_threads, 0, exec.stream>>>(
@@ -198,10 +196,8 @@ void write_step(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, c
   const char* op = "kv::write_step";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
+  detail::require_kv_rows(view, layer, b.total_beams, k.size(), v.size(), op);
   detail::require_step(step, view.max_steps, op);
-  detail::require_rows(k.size(), b.total_beams, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_beams, view.kv_heads, view.head_dim, op, "V");
   if (b.count == 0) return;
   const std::size_t items = std::size_t{b.max_beams} * view.kv_heads * detail::chunks_per_vector<T>(view.head_dim);
   detail::write_step_kernel<<<dim3(detail::copy_blocks(items), b.count), detail::copy_threads, 0, exec.stream>>>(
@@ -231,9 +227,7 @@ void write_prompt(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& ca
   const char* op = "kv::write_prompt";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
-  detail::require_rows(k.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "V");
+  detail::require_kv_rows(view, layer, b.total_tokens, k.size(), v.size(), op);
   if (b.count == 0) return;
   const std::size_t items = std::size_t{b.max_prompt_tokens} * view.kv_heads * detail::chunks_per_vector<T>(view.head_dim);
   detail::cow_write_kernel<<<dim3(detail::copy_blocks(items), b.count), detail::copy_threads, 0, exec.stream>>>(
@@ -280,10 +274,8 @@ void write_step(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cach
   const char* op = "kv::write_step";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
+  detail::require_kv_rows(view, layer, b.total_beams, k.size(), v.size(), op);
   detail::require_step(step, view.max_steps, op);
-  detail::require_rows(k.size(), b.total_beams, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_beams, view.kv_heads, view.head_dim, op, "V");
   if (b.count == 0) return;
   const std::size_t items = std::size_t{b.max_beams} * view.kv_heads * detail::chunks_per_vector<T>(view.head_dim);
   detail::cow_write_kernel<<<dim3(detail::copy_blocks(items), b.count), detail::copy_threads, 0, exec.stream>>>(

@@ -44,6 +44,14 @@ inline void require_step(std::size_t step, std::size_t max_steps, const char* op
   require_argument(step < max_steps, op, "step " + std::to_string(step) + " but the cache holds " + std::to_string(max_steps));
 }
 
+// The checks every K/V write shares: the layer exists, and K and V hold `rows` rows.
+template <class View>
+void require_kv_rows(const View& view, std::size_t layer, std::size_t rows, std::size_t k_size, std::size_t v_size, const char* op) {
+  require_layer(layer, view.layers, op);
+  require_rows(k_size, rows, view.kv_heads, view.head_dim, op, "K");
+  require_rows(v_size, rows, view.kv_heads, view.head_dim, op, "V");
+}
+
 // The request-local parent of beam row `row` of request i, validated: a parent outside the request is
 // a caller bug, and a silently wrong lineage would corrupt attention.
 inline std::uint32_t local_parent(const KvBatchView& batch, std::size_t i, std::uint32_t parent_row, const char* op) {
@@ -66,9 +74,7 @@ void write_prompt(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, cons
   const char* op = "kv::write_prompt";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
-  detail::require_rows(k.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "V");
+  detail::require_kv_rows(view, layer, b.total_tokens, k.size(), v.size(), op);
   for (std::size_t i = 0; i < b.count; ++i) {
     const std::uint32_t slot = b.slots[i];
     for (std::size_t t = view.shared_tokens[slot]; t < view.prompt_tokens[slot]; ++t) {
@@ -88,10 +94,8 @@ void write_step(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const 
   const char* op = "kv::write_step";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
+  detail::require_kv_rows(view, layer, b.total_beams, k.size(), v.size(), op);
   detail::require_step(step, view.max_steps, op);
-  detail::require_rows(k.size(), b.total_beams, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_beams, view.kv_heads, view.head_dim, op, "V");
   for (std::size_t i = 0; i < b.count; ++i) {
     for (std::size_t beam = 0; beam < b.beam_begin[i + 1] - b.beam_begin[i]; ++beam) {
       for (std::size_t h = 0; h < view.kv_heads; ++h) {
@@ -134,9 +138,7 @@ void write_prompt(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, 
   const char* op = "kv::write_prompt";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
-  detail::require_rows(k.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_tokens, view.kv_heads, view.head_dim, op, "V");
+  detail::require_kv_rows(view, layer, b.total_tokens, k.size(), v.size(), op);
   for (std::size_t i = 0; i < b.count; ++i) {
     for (std::size_t t = 0; t < view.prompt_tokens[b.slots[i]]; ++t) {
       for (std::size_t h = 0; h < view.kv_heads; ++h) {
@@ -222,10 +224,8 @@ void write_step(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, co
   const char* op = "kv::write_step";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
-  detail::require_layer(layer, view.layers, op);
+  detail::require_kv_rows(view, layer, b.total_beams, k.size(), v.size(), op);
   detail::require_step(step, view.max_steps, op);
-  detail::require_rows(k.size(), b.total_beams, view.kv_heads, view.head_dim, op, "K");
-  detail::require_rows(v.size(), b.total_beams, view.kv_heads, view.head_dim, op, "V");
   for (std::size_t i = 0; i < b.count; ++i) {
     const std::uint32_t slot = b.slots[i];
     for (std::size_t beam = 0; beam < b.beam_begin[i + 1] - b.beam_begin[i]; ++beam) {
