@@ -256,8 +256,13 @@ TEST_CASE("malformed binary files throw Error(io) naming the file and the proble
     check_io_error(path, {"item 11", "code 300", "level 1", "codebook size 300"});
   }
   SUBCASE("wrong magic") {
+    // Printable but wrong: the bytes after it are binary (the version's zero bytes), so the file is
+    // reported as neither format, naming the magic it lacks.
     write_file(path, binary_file(codebooks, 3, records, 1, "XGRITEMZ"));
-    check_io_error(path, {"line 1"});  // not the binary magic: read as text, whose header is wrong
+    check_io_error(path, {"XGRITEMS", "damaged"});
+    // A magic with a control byte in it: the same.
+    write_file(path, binary_file(codebooks, 3, records, 1, "XGR\x01TEMS"));
+    check_io_error(path, {"XGRITEMS", "damaged"});
   }
 }
 

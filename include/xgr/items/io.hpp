@@ -16,11 +16,13 @@
 //     u64      item count N
 //     N x (u64 item id, u32 x L codes)
 //
-// load_item_table() detects the format from the first bytes. Every malformed input — wrong magic,
+// load_item_table() detects the format from the first bytes (a file that is neither, such as a binary
+// table whose magic is damaged, is reported as such). Every malformed input — wrong magic,
 // a line with the wrong number of codes, a code outside its codebook, a truncated file — throws
 // Error(io) naming the file and, for text, the line.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -214,9 +216,21 @@ inline ItemTable load_binary(std::istream& in, const std::string& path, std::uin
   if (!in) items::detail::fail(path, "cannot open the file");
   const auto file_bytes = static_cast<std::uintmax_t>(in.tellg());
   in.seekg(0);
-  char first[8] = {};
-  in.read(first, 8);
-  const bool binary = in.gcount() == 8 && std::memcmp(first, items::detail::binary_magic, 8) == 0;
+  char first[64] = {};
+  in.read(first, sizeof first);
+  const auto read = static_cast<std::size_t>(in.gcount());
+  const bool binary = read >= 8 && std::memcmp(first, items::detail::binary_magic, 8) == 0;
+  // A file that is not the binary format but whose first bytes hold what no text table has (NUL,
+  // control characters: the binary header's integers) is most likely a binary table with a damaged
+  // magic: say so, rather than report a bad text header.
+  const bool text_like = std::all_of(first, first + read, [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte >= 0x20 || byte == '\t' || byte == '\n' || byte == '\r';
+  });
+  if (!binary && !text_like) {
+    items::detail::fail(path, "neither a text item table nor a binary one: binary bytes, but the first 8 are not the magic "
+                              "'XGRITEMS' (a damaged binary file?)");
+  }
   in.clear();
   in.seekg(0);
   return binary ? items::detail::load_binary(in, path, file_bytes) : items::detail::load_text(in, path);
