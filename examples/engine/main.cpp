@@ -1,0 +1,210 @@
+// xgr_engine — the reference GR engine (host path).
+//
+// With no arguments it builds a small deterministic model and catalogue from a seed and serves a
+// few synthetic users, printing each one's top items: it runs on any machine. With --model and
+// --items it serves an HF-style Qwen2 folder over a catalogue file (see --help).
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/engine.hpp"
+#include "engine/model.hpp"
+#include "engine/weights.hpp"
+#include "xgr/items/io.hpp"
+
+namespace {
+
+constexpr const char* usage = R"(xgr_engine — generative recommendation with trie-constrained beam search (host path)
+
+usage: xgr_engine [options]
+
+  (no options)          serve synthetic users on a small model and catalogue built from --seed
+  --model DIR           an HF-style folder: config.json + model.safetensors (Qwen2ForCausalLM)
+  --items FILE          the catalogue: an xgr item table (text or binary, see docs/items.md)
+  --prompts FILE        one request per line: its prompt as token ids separated by spaces
+  --save-default DIR    write the default model (DIR/config.json, DIR/model.safetensors), its
+                        catalogue (DIR/items.txt) and prompts (DIR/prompts.txt), then serve them
+  --beams B             beam width per request (default 16)
+  --token-offset N      token id of level 0's code 0 (default 0; tokens below it are special tokens)
+  --top N               items printed per request (default 5; 0 prints all)
+  --users N             synthetic users (default 4)          --history N   items per history (default 16)
+  --seed S              seed of the default model, catalogue and users (default 2024)
+  --help                this text
+
+Tokens: the code c of level l is token offset(l) + c, offset(l) = N + the codebook sizes of the
+levels before l (N from --token-offset). Output: one line per item, "request R rank K item ID codes C0 C1 .. score S".
+)";
+
+struct Options {
+  std::string model, items, prompts, save_default;
+  std::size_t beams = 16, top = 5, users = 4, history = 16, token_offset = 0;
+  std::uint64_t seed = 2024;
+};
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "xgr_engine: %s\n(try --help)\n", message.c_str());
+  std::exit(2);
+}
+
+std::uint64_t number(const std::string& flag, const char* text) {
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  if (end == text || *end != '\0' || text[0] == '-') fail(flag + " takes a non-negative integer, got '" + text + "'");
+  return value;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    if (flag.rfind("--", 0) != 0) fail("unexpected argument '" + flag + "'");
+    if (i + 1 >= argc) fail("option '" + flag + "' needs a value (or is unknown)");
+    const char* value = argv[++i];
+    if (flag == "--model") o.model = value;
+    else if (flag == "--items") o.items = value;
+    else if (flag == "--prompts") o.prompts = value;
+    else if (flag == "--save-default") o.save_default = value;
+    else if (flag == "--beams") o.beams = number(flag, value);
+    else if (flag == "--top") o.top = number(flag, value);
+    else if (flag == "--token-offset") o.token_offset = number(flag, value);
+    else if (flag == "--users") o.users = number(flag, value);
+    else if (flag == "--history") o.history = number(flag, value);
+    else if (flag == "--seed") o.seed = number(flag, value);
+    else fail("unknown option '" + flag + "'");
+  }
+  if (o.model.empty() != o.items.empty()) fail("--model and --items go together");
+  if (!o.model.empty() && o.prompts.empty()) fail("--model needs --prompts");
+  if (o.beams == 0) fail("--beams must be at least 1");
+  return o;
+}
+
+std::vector<std::uint32_t> level_offsets(const xgr::ItemTable& table, std::size_t first) {
+  std::vector<std::uint32_t> offsets;
+  auto next = static_cast<std::uint32_t>(first);
+  for (std::uint32_t size : table.codebook_sizes) {
+    offsets.push_back(next);
+    next += size;
+  }
+  return offsets;
+}
+
+// The default world: a catalogue of 3 levels x 32 codes, a 2-layer model whose vocabulary is the
+// 96 code tokens, and users whose histories are random catalogue items.
+struct World {
+  xgr::engine::ModelConfig config;
+  xgr::engine::ModelWeights weights;
+  xgr::ItemTable table;
+  std::vector<std::vector<std::uint32_t>> prompts;
+};
+
+World default_world(const Options& o) {
+  World w;
+  std::mt19937_64 rng(o.seed);
+  w.table.codebook_sizes = {32, 32, 32};
+  std::uniform_int_distribution<std::uint32_t> code(0, 31);
+  for (std::uint64_t item = 0; item < 2000; ++item) {
+    w.table.item_ids.push_back(100000 + item);
+    for (int l = 0; l < 3; ++l) w.table.codes.push_back(code(rng));
+  }
+  w.config.hidden_size = 128;
+  w.config.intermediate_size = 256;
+  w.config.num_hidden_layers = 2;
+  w.config.num_attention_heads = 2;
+  w.config.num_key_value_heads = 1;
+  w.config.head_dim = 64;
+  w.config.vocab_size = 96 + o.token_offset;
+  w.config.tie_word_embeddings = true;
+  w.config.torch_dtype = "float32";
+  w.weights = xgr::engine::random_weights(w.config, rng(), 0.2f);
+  const std::vector<std::uint32_t> offsets = level_offsets(w.table, o.token_offset);
+  std::uniform_int_distribution<std::size_t> pick(0, w.table.size() - 1);
+  for (std::size_t u = 0; u < o.users; ++u) {
+    std::vector<std::uint32_t> prompt;
+    for (std::size_t h = 0; h < o.history; ++h) {
+      const std::size_t item = pick(rng);
+      for (std::size_t l = 0; l < 3; ++l) prompt.push_back(offsets[l] + w.table.codes[item * 3 + l]);
+    }
+    w.prompts.push_back(std::move(prompt));
+  }
+  return w;
+}
+
+std::vector<std::vector<std::uint32_t>> read_prompts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("cannot open prompts file '" + path + "'");
+  std::vector<std::vector<std::uint32_t>> prompts;
+  std::string line;
+  for (std::size_t number_line = 1; std::getline(in, line); ++number_line) {
+    std::istringstream fields(line);
+    std::vector<std::uint32_t> prompt;
+    for (std::string word; fields >> word;) {
+      char* end = nullptr;
+      const unsigned long value = std::strtoul(word.c_str(), &end, 10);
+      if (*end != '\0' || word[0] == '-' || value > 0xffffffffUL) fail(path + " line " + std::to_string(number_line) + ": '" + word + "' is not a token id");
+      prompt.push_back(static_cast<std::uint32_t>(value));
+    }
+    if (!prompt.empty()) prompts.push_back(std::move(prompt));
+  }
+  if (prompts.empty()) fail(path + " holds no prompt");
+  return prompts;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  try {
+    World world;
+    if (o.model.empty()) {
+      world = default_world(o);
+      std::printf("default model: %zu layers, hidden %zu, %zu/%zu heads of %zu, vocab %zu; catalogue of %zu items (seed %llu)\n",
+                  world.config.num_hidden_layers, world.config.hidden_size, world.config.num_attention_heads, world.config.num_key_value_heads,
+                  world.config.head_dim, world.config.vocab_size, world.table.size(), static_cast<unsigned long long>(o.seed));
+      if (!o.save_default.empty()) {
+        xgr::engine::save_model_folder(o.save_default, world.config, world.weights);
+        xgr::save_item_table(o.save_default + "/items.txt", world.table, xgr::ItemFileFormat::text);
+        std::ofstream prompts(o.save_default + "/prompts.txt");
+        for (const auto& prompt : world.prompts) {
+          for (std::size_t t = 0; t < prompt.size(); ++t) prompts << (t ? " " : "") << prompt[t];
+          prompts << "\n";
+        }
+        std::printf("saved to %s (config.json, model.safetensors, items.txt, prompts.txt)\n", o.save_default.c_str());
+      }
+    } else {
+      xgr::engine::LoadedModel loaded = xgr::engine::load_model_folder(o.model);
+      world.config = std::move(loaded.config);
+      world.weights = std::move(loaded.weights);
+      world.table = xgr::load_item_table(o.items);
+      world.prompts = read_prompts(o.prompts);
+    }
+    const xgr::ItemTrie trie = xgr::build_item_trie(world.table);
+    std::size_t longest = 1;
+    for (const auto& prompt : world.prompts) longest = std::max(longest, prompt.size());
+    const xgr::engine::HostModel model(world.config, std::move(world.weights));
+    xgr::engine::HostEngine engine(model, trie, level_offsets(world.table, o.token_offset), {8, o.beams, longest, 64});
+    std::vector<xgr::engine::Request> requests;
+    for (const auto& prompt : world.prompts) requests.push_back({prompt, o.beams});
+    const std::vector<xgr::engine::Response> responses = engine.serve(requests);
+    for (std::size_t r = 0; r < responses.size(); ++r) {
+      const auto& items = responses[r].items;
+      const std::size_t shown = o.top == 0 ? items.size() : std::min(o.top, items.size());
+      for (std::size_t k = 0; k < shown; ++k) {
+        std::printf("request %zu rank %zu item %llu codes", r, k + 1, static_cast<unsigned long long>(items[k].item));
+        for (std::uint32_t c : items[k].codes) std::printf(" %u", c);
+        std::printf(" score %.6f\n", static_cast<double>(items[k].score));
+      }
+    }
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "xgr_engine: %s\n", error.what());
+    return 1;
+  }
+  return 0;
+}
