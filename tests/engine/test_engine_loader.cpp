@@ -850,6 +850,23 @@ std::string config_text(const std::vector<std::pair<std::string, std::string>>& 
 
 }  // namespace
 
+TEST_CASE("ModelConfig reads the config.json that transformers 5.17's save_pretrained wrote") {
+  // rope_theta nested in rope_parameters, "dtype" instead of torch_dtype, layer_types, a null
+  // sliding_window: the shape of today's files (tests/oracle/hf_engine_oracle.py made this one).
+  const xgr::engine::ModelConfig config = xgr::engine::ModelConfig::load(XGR_HF_CONFIG_FIXTURE);
+  CHECK(config.hidden_size == 128);
+  CHECK(config.intermediate_size == 256);
+  CHECK(config.num_hidden_layers == 2);
+  CHECK(config.num_attention_heads == 2);
+  CHECK(config.num_key_value_heads == 1);
+  CHECK(config.head_dim == 64);
+  CHECK(config.vocab_size == 50);
+  CHECK(config.rope_theta == 10000.0);
+  CHECK(config.rms_norm_eps == 1e-6);
+  CHECK_FALSE(config.tie_word_embeddings);
+  CHECK(config.torch_dtype == "float32");
+}
+
 TEST_CASE("ModelConfig applies transformers' defaults; null counts as absent") {
   const ModelConfig c = ModelConfig::parse(config_text({}), "minimal.json");
   CHECK(c.num_key_value_heads == 4);
