@@ -113,13 +113,26 @@ TEST_CASE("with beams covering the catalogue, the engine returns every item tupl
       REQUIRE(got.size() == expected.size());
       for (std::size_t k = 0; k < got.size(); ++k) {
         CAPTURE(k);
-        CHECK(got[k].codes == expected[k].second);
+        // The k-th best tuple, unless float rounding may swap it with a neighbour scored within 1e-5
+        // (the engine sums float log-probs, the brute force doubles).
+        const auto near_tie = [&](std::size_t j) {
+          return j < expected.size() && std::abs(expected[j].first - expected[k].first) < 1e-5 && got[k].codes == expected[j].second;
+        };
+        CHECK((got[k].codes == expected[k].second || near_tie(k + 1) || (k > 0 && near_tie(k - 1))));
         CHECK(got[k].score == doctest::Approx(expected[k].first).epsilon(1e-4));
       }
-      // The shared tuple reports both items.
-      const auto shared = std::find_if(got.begin(), got.end(), [&](const auto& item) { return item.item == 500; });
+      // A tuple several items share reports them all (item 511 repeats item 500's codes, and
+      // random items may too).
+      const std::vector<std::uint32_t> shared_codes(table.codes.begin(), table.codes.begin() + levels);
+      std::uint32_t sharing = 0;
+      for (std::size_t i = 0; i < table.size(); ++i) {
+        sharing += std::equal(shared_codes.begin(), shared_codes.end(), table.codes.begin() + static_cast<std::ptrdiff_t>(i * levels));
+      }
+      const auto shared = std::find_if(got.begin(), got.end(), [&](const auto& item) { return item.codes == shared_codes; });
       REQUIRE(shared != got.end());
-      CHECK(shared->items_sharing_codes == 2);
+      CHECK(shared->item == 500);  // the first item of the tuple in catalogue order
+      CHECK(shared->items_sharing_codes == sharing);
+      CHECK(sharing >= 2);
     }
   }
 }
