@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/engine.hpp"
+#include "engine/load.hpp"
 #include "engine/model.hpp"
 #include "engine/weights.hpp"
 #include "xgr/items/io.hpp"
@@ -33,6 +34,13 @@ usage: xgr_engine [options]
   --top N               items printed per request (default 5; 0 prints all)
   --users N             synthetic users (default 4)          --history N   items per history (default 16)
   --seed S              seed of the default model, catalogue and users (default 2024)
+
+  Load mode (instead of serving the prompts once):
+  --load R1,R2,..       open-loop Poisson arrivals at each rate (requests/s) in turn; each request a
+                        random history of 1..--history catalogue items and a beam width of --beams
+                        or half of it
+  --duration S          seconds of arrivals per rate (default 2)    --slo-ms X   latency SLO (default 50)
+  --group N             requests per fixed-step group (default 8)   --json FILE  the reports as JSON
   --help                this text
 
 Tokens: the code c of level l is token offset(l) + c, offset(l) = N + the codebook sizes of the
@@ -40,7 +48,10 @@ levels before l (N from --token-offset). Output: one line per item, "request R r
 )";
 
 struct Options {
-  std::string model, items, prompts, save_default;
+  std::string model, items, prompts, save_default, json;
+  std::vector<double> load_rates;
+  double duration_s = 2.0, slo_ms = 50.0;
+  std::size_t group = 8;
   std::size_t beams = 16, top = 5, users = 4, history = 16, token_offset = 0;
   std::uint64_t seed = 2024;
 };
@@ -55,6 +66,21 @@ std::uint64_t number(const std::string& flag, const char* text) {
   const unsigned long long value = std::strtoull(text, &end, 10);
   if (end == text || *end != '\0' || text[0] == '-') fail(flag + " takes a non-negative integer, got '" + text + "'");
   return value;
+}
+
+double positive(const std::string& flag, const char* text) {
+  char* end = nullptr;
+  const double value = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !(value > 0.0)) fail(flag + " takes a positive number, got '" + text + "'");
+  return value;
+}
+
+std::vector<double> rates(const std::string& flag, const char* text) {
+  std::vector<double> list;
+  std::stringstream fields(text);
+  for (std::string word; std::getline(fields, word, ',');) list.push_back(positive(flag, word.c_str()));
+  if (list.empty()) fail(flag + " needs at least one rate");
+  return list;
 }
 
 Options parse(int argc, char** argv) {
@@ -78,11 +104,18 @@ Options parse(int argc, char** argv) {
     else if (flag == "--users") o.users = number(flag, value);
     else if (flag == "--history") o.history = number(flag, value);
     else if (flag == "--seed") o.seed = number(flag, value);
+    else if (flag == "--load") o.load_rates = rates(flag, value);
+    else if (flag == "--duration") o.duration_s = positive(flag, value);
+    else if (flag == "--slo-ms") o.slo_ms = positive(flag, value);
+    else if (flag == "--group") o.group = number(flag, value);
+    else if (flag == "--json") o.json = value;
     else fail("unknown option '" + flag + "'");
   }
   if (o.model.empty() != o.items.empty()) fail("--model and --items go together");
   if (!o.model.empty() && o.prompts.empty()) fail("--model needs --prompts");
   if (o.beams == 0) fail("--beams must be at least 1");
+  if (o.group == 0) fail("--group must be at least 1");
+  if (o.history == 0) fail("--history must be at least 1");
   return o;
 }
 
@@ -157,6 +190,37 @@ std::vector<std::vector<std::uint32_t>> read_prompts(const std::string& path) {
   return prompts;
 }
 
+// Open-loop load at each rate: random histories of the catalogue's items, beam widths B or B/2.
+int run_load(const Options& o, const World& world, xgr::engine::HostEngine& engine) {
+  const std::vector<std::uint32_t> offsets = level_offsets(world.table, o.token_offset);
+  const std::size_t levels = world.table.levels();
+  auto make_request = [&](std::mt19937_64& rng) {
+    std::uniform_int_distribution<std::size_t> length(1, o.history), item(0, world.table.size() - 1);
+    xgr::engine::Request request;
+    for (std::size_t h = length(rng); h > 0; --h) {
+      const std::size_t i = item(rng);
+      for (std::size_t l = 0; l < levels; ++l) request.prompt_tokens.push_back(offsets[l] + world.table.codes[i * levels + l]);
+    }
+    request.beams = rng() % 2 == 0 ? o.beams : std::max<std::size_t>(1, o.beams / 2);
+    return request;
+  };
+  std::vector<xgr::engine::LoadReport> reports;
+  std::fputs(xgr::engine::report_table_header().c_str(), stdout);
+  for (std::size_t i = 0; i < o.load_rates.size(); ++i) {
+    const xgr::engine::LoadOptions options{o.load_rates[i], o.duration_s, o.slo_ms, o.group, o.seed + i};
+    reports.push_back(xgr::engine::run_open_loop(options, make_request,
+                                                 [&](std::span<const xgr::engine::Request> group) { (void)engine.serve(group); }));
+    std::fputs(xgr::engine::report_table_row(reports.back()).c_str(), stdout);
+    std::fflush(stdout);
+  }
+  if (!o.json.empty()) {
+    std::ofstream out(o.json);
+    out << xgr::engine::report_json(reports);
+    if (!out) throw xgr::Error(xgr::ErrorKind::io, "xgr_engine --json", "cannot write " + o.json);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,7 +253,9 @@ int main(int argc, char** argv) {
     std::size_t longest = 1;
     for (const auto& prompt : world.prompts) longest = std::max(longest, prompt.size());
     const xgr::engine::HostModel model(world.config, std::move(world.weights));
-    xgr::engine::HostEngine engine(model, trie, level_offsets(world.table, o.token_offset), {8, o.beams, longest, 64});
+    if (!o.load_rates.empty()) longest = std::max(longest, o.history * world.table.levels());
+    xgr::engine::HostEngine engine(model, trie, level_offsets(world.table, o.token_offset), {o.group, o.beams, longest, 64});
+    if (!o.load_rates.empty()) return run_load(o, world, engine);
     std::vector<xgr::engine::Request> requests;
     for (const auto& prompt : world.prompts) requests.push_back({prompt, o.beams});
     const std::vector<xgr::engine::Response> responses = engine.serve(requests);
