@@ -27,6 +27,7 @@
 #include "engine/json.hpp"
 #include "engine/safetensors.hpp"
 #include "support/errors.hpp"
+#include "support/files.hpp"
 #include "support/random.hpp"
 
 namespace {
@@ -40,32 +41,13 @@ using xgr::engine::TensorDType;
 using xgr::engine::TensorView;
 using namespace std::string_literals;
 
-// A fresh directory under the system's temporary directory, removed with everything in it.
-class TempDir {
+// Every test's files live in a fresh directory of its own.
+class TempDir : public xgr::test::TempDir {
  public:
-  TempDir() {
-    std::random_device entropy;
-    path_ = std::filesystem::temp_directory_path() /
-            ("xgr_engine_loader_" + std::to_string(entropy()) + "_" + std::to_string(xgr::test::base_seed() % 100000));
-    std::filesystem::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
+  TempDir() : xgr::test::TempDir("xgr_engine_loader") {}
 };
 
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
+using xgr::test::write_file;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
