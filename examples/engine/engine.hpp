@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/model.hpp"
@@ -48,6 +49,23 @@ struct Response {
   std::vector<RecommendedItem> items;  // best first; fewer than beams when the catalogue allows fewer
 };
 
+// Policies of a serving mode. XgrMode is the library's way; BaselineMode switches each to what LLM
+// serving does — a private copy of the prompt KV per beam, copied along every reorder; a full sort
+// for selection; the trie mask materialised densely — so that both run in one binary, side by side.
+// They compute the same results (the engine tests check it).
+struct XgrMode {
+  using Cache = HostPool;
+  using Select = beam::EarlyExitSelect;
+  using Filter = beam::SparseTrieFilter;
+  static constexpr const char* name = "xgr";
+};
+struct BaselineMode {
+  using Cache = HostCopyOnFork;
+  using Select = beam::FullSortSelect;
+  using Filter = beam::DenseMaskFilter;
+  static constexpr const char* name = "baseline";
+};
+
 struct EngineLimits {
   std::size_t max_group_requests = 8;  // requests prefilled and decoded together
   std::size_t max_beams = 64;
@@ -55,7 +73,11 @@ struct EngineLimits {
   std::size_t page_tokens = 64;
 };
 
+template <class Mode = XgrMode>
 class HostEngine {
+  using Cache = typename Mode::Cache;
+  static constexpr bool copy_on_fork = std::is_same_v<Cache, HostCopyOnFork>;
+
  public:
   // `level_token_offsets[l]` maps level l's code c to token offset + c; the model's vocabulary must
   // hold every level's range.
@@ -63,7 +85,7 @@ class HostEngine {
       : model_(model),
         trie_(trie),
         limits_(limits),
-        pool_(pool_config(model, trie, limits)),
+        pool_(cache_config(model, trie, limits)),
         batch_(limits.max_group_requests),
         searcher_(exec::host, trie, beam_config(model, limits, std::move(level_token_offsets))) {}
 
@@ -83,10 +105,18 @@ class HostEngine {
   }
 
  private:
-  static KvPoolConfig pool_config(const HostModel& model, const ItemTrie& trie, const EngineLimits& limits) {
-    const std::size_t pages = (limits.max_prompt_tokens + limits.page_tokens - 1) / limits.page_tokens;
-    return {model.kv_shape(), limits.page_tokens, limits.max_group_requests * pages, limits.max_group_requests,
-            limits.max_prompt_tokens, limits.max_beams, std::max<std::size_t>(1, trie.levels())};
+  // Sized for a full group of the longest prompts and widest beams, so a validated group always fits.
+  static auto cache_config(const HostModel& model, const ItemTrie& trie, const EngineLimits& limits) {
+    const std::size_t steps = std::max<std::size_t>(1, trie.levels());
+    if constexpr (copy_on_fork) {
+      const std::size_t pages_per_beam = (limits.max_prompt_tokens + steps + limits.page_tokens - 1) / limits.page_tokens;
+      return CopyOnForkConfig{model.kv_shape(),          limits.page_tokens,       limits.max_group_requests * limits.max_beams * pages_per_beam,
+                              limits.max_group_requests, limits.max_prompt_tokens, limits.max_beams, steps};
+    } else {
+      const std::size_t pages = (limits.max_prompt_tokens + limits.page_tokens - 1) / limits.page_tokens;
+      return KvPoolConfig{model.kv_shape(),          limits.page_tokens,       limits.max_group_requests * pages,
+                          limits.max_group_requests, limits.max_prompt_tokens, limits.max_beams, steps};
+    }
   }
   static BeamConfig beam_config(const HostModel& model, const EngineLimits& limits, std::vector<std::uint32_t> offsets) {
     BeamConfig config;
@@ -125,6 +155,7 @@ class HostEngine {
     const std::size_t rows = batch_.view().total_beams;
     std::vector<float> last(group.size() * vocab), logits(rows * vocab, 0.0f);
     model_.prefill(pool_, batch_, tokens, last);
+    if constexpr (copy_on_fork) kv::fork(exec::host, pool_, batch_);  // every beam its own prompt copy
 
     searcher_.begin(exec::host, widths);
     // Level 0: each request has one live beam, its first slot; it scores on the prompt's last logits.
@@ -137,7 +168,11 @@ class HostEngine {
       // The tokens chosen at level - 1 go through the model at decode step level - 1; dead slots
       // feed token 0 (their logits are never read).
       const std::size_t step = level - 1;
-      kv::record_parents(exec::host, pool_, batch_, searcher_.parents(step));
+      if constexpr (copy_on_fork) {
+        kv::reorder(exec::host, pool_, batch_, searcher_.parents(step));  // copies the parents' decode KV
+      } else {
+        kv::record_parents(exec::host, pool_, batch_, searcher_.parents(step));  // B indices, no KV moves
+      }
       const MatrixView<const std::uint32_t> chosen = searcher_.tokens();
       const std::span<const std::uint32_t> nodes = searcher_.trie_nodes();
       for (std::size_t row = 0; row < rows; ++row) step_tokens[row] = nodes[row] == no_trie_node ? 0 : chosen(row, step);
@@ -166,9 +201,9 @@ class HostEngine {
   const HostModel& model_;
   const ItemTrie& trie_;
   EngineLimits limits_;
-  HostPool pool_;
+  Cache pool_;
   HostBatch batch_;
-  BeamSearcher<exec::host_t> searcher_;
+  BeamSearcher<exec::host_t, beam::FullVocabLogSoftmax, typename Mode::Select, typename Mode::Filter> searcher_;
 };
 
 }  // namespace xgr::engine

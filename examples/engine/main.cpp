@@ -30,6 +30,8 @@ usage: xgr_engine [options]
   --save-default DIR    write the default model (DIR/config.json, DIR/model.safetensors), its
                         catalogue (DIR/items.txt) and prompts (DIR/prompts.txt), then serve them
   --beams B             beam width per request (default 16)
+  --mode M              xgr (default): shared-prefix KvPool, early-exit selection, sparse trie filter;
+                        baseline: a prompt KV copy per beam (copy-on-fork), full sort, dense masks
   --token-offset N      token id of level 0's code 0 (default 0; tokens below it are special tokens)
   --top N               items printed per request (default 5; 0 prints all)
   --users N             synthetic users (default 4)          --history N   items per history (default 16)
@@ -48,7 +50,7 @@ levels before l (N from --token-offset). Output: one line per item, "request R r
 )";
 
 struct Options {
-  std::string model, items, prompts, save_default, json;
+  std::string model, items, prompts, save_default, json, mode = "xgr";
   std::vector<double> load_rates;
   double duration_s = 2.0, slo_ms = 50.0;
   std::size_t group = 8;
@@ -109,12 +111,14 @@ Options parse(int argc, char** argv) {
     else if (flag == "--slo-ms") o.slo_ms = positive(flag, value);
     else if (flag == "--group") o.group = number(flag, value);
     else if (flag == "--json") o.json = value;
+    else if (flag == "--mode") o.mode = value;
     else fail("unknown option '" + flag + "'");
   }
   if (o.model.empty() != o.items.empty()) fail("--model and --items go together");
   if (!o.model.empty() && o.prompts.empty()) fail("--model needs --prompts");
   if (o.beams == 0) fail("--beams must be at least 1");
   if (o.group == 0) fail("--group must be at least 1");
+  if (o.mode != "xgr" && o.mode != "baseline") fail("--mode is xgr or baseline, got '" + o.mode + "'");
   if (o.history == 0) fail("--history must be at least 1");
   return o;
 }
@@ -191,7 +195,8 @@ std::vector<std::vector<std::uint32_t>> read_prompts(const std::string& path) {
 }
 
 // Open-loop load at each rate: random histories of the catalogue's items, beam widths B or B/2.
-int run_load(const Options& o, const World& world, xgr::engine::HostEngine& engine) {
+template <class Engine>
+int run_load(const Options& o, const World& world, Engine& engine) {
   const std::vector<std::uint32_t> offsets = level_offsets(world.table, o.token_offset);
   const std::size_t levels = world.table.levels();
   auto make_request = [&](std::mt19937_64& rng) {
@@ -217,6 +222,25 @@ int run_load(const Options& o, const World& world, xgr::engine::HostEngine& engi
     std::ofstream out(o.json);
     out << xgr::engine::report_json(reports);
     if (!out) throw xgr::Error(xgr::ErrorKind::io, "xgr_engine --json", "cannot write " + o.json);
+  }
+  return 0;
+}
+
+// Serves the prompts once and prints each request's items, or runs the load experiment.
+template <class Engine>
+int serve(const Options& o, const World& world, Engine& engine) {
+  if (!o.load_rates.empty()) return run_load(o, world, engine);
+  std::vector<xgr::engine::Request> requests;
+  for (const auto& prompt : world.prompts) requests.push_back({prompt, o.beams});
+  const std::vector<xgr::engine::Response> responses = engine.serve(requests);
+  for (std::size_t r = 0; r < responses.size(); ++r) {
+    const auto& items = responses[r].items;
+    const std::size_t shown = o.top == 0 ? items.size() : std::min(o.top, items.size());
+    for (std::size_t k = 0; k < shown; ++k) {
+      std::printf("request %zu rank %zu item %llu codes", r, k + 1, static_cast<unsigned long long>(items[k].item));
+      for (std::uint32_t c : items[k].codes) std::printf(" %u", c);
+      std::printf(" score %.6f\n", static_cast<double>(items[k].score));
+    }
   }
   return 0;
 }
@@ -254,20 +278,14 @@ int main(int argc, char** argv) {
     for (const auto& prompt : world.prompts) longest = std::max(longest, prompt.size());
     const xgr::engine::HostModel model(world.config, std::move(world.weights));
     if (!o.load_rates.empty()) longest = std::max(longest, o.history * world.table.levels());
-    xgr::engine::HostEngine engine(model, trie, level_offsets(world.table, o.token_offset), {o.group, o.beams, longest, 64});
-    if (!o.load_rates.empty()) return run_load(o, world, engine);
-    std::vector<xgr::engine::Request> requests;
-    for (const auto& prompt : world.prompts) requests.push_back({prompt, o.beams});
-    const std::vector<xgr::engine::Response> responses = engine.serve(requests);
-    for (std::size_t r = 0; r < responses.size(); ++r) {
-      const auto& items = responses[r].items;
-      const std::size_t shown = o.top == 0 ? items.size() : std::min(o.top, items.size());
-      for (std::size_t k = 0; k < shown; ++k) {
-        std::printf("request %zu rank %zu item %llu codes", r, k + 1, static_cast<unsigned long long>(items[k].item));
-        for (std::uint32_t c : items[k].codes) std::printf(" %u", c);
-        std::printf(" score %.6f\n", static_cast<double>(items[k].score));
-      }
+    const xgr::engine::EngineLimits limits{o.group, o.beams, longest, 64};
+    const std::vector<std::uint32_t> offsets = level_offsets(world.table, o.token_offset);
+    if (o.mode == "baseline") {
+      xgr::engine::HostEngine<xgr::engine::BaselineMode> engine(model, trie, offsets, limits);
+      return serve(o, world, engine);
     }
+    xgr::engine::HostEngine<xgr::engine::XgrMode> engine(model, trie, offsets, limits);
+    return serve(o, world, engine);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "xgr_engine: %s\n", error.what());
     return 1;

@@ -26,6 +26,7 @@
 #include "engine/config.hpp"
 #include "xgr/attention/host.hpp"
 #include "xgr/core/error.hpp"
+#include "xgr/kv/copy_on_fork.hpp"
 #include "xgr/kv/host.hpp"
 #include "xgr/kv/pool.hpp"
 
@@ -135,6 +136,7 @@ inline void rope(std::span<float> x, std::size_t rows, std::size_t heads, std::s
 }  // namespace detail
 
 using HostPool = KvPool<float, kv::PageMajor, MemorySpace::host>;
+using HostCopyOnFork = CopyOnForkKvCache<float, MemorySpace::host>;
 using HostBatch = KvBatch<MemorySpace::host>;
 
 class HostModel {
@@ -147,8 +149,10 @@ class HostModel {
   }
 
   // Runs the batch's prompts (tokens packed as batch.token_begin says) and writes each prompt's
-  // last-token logits to last_logits [requests][vocab]. Fills the prompts' KV in `pool`.
-  void prefill(HostPool& pool, const HostBatch& batch, std::span<const std::uint32_t> tokens, std::span<float> last_logits) const {
+  // last-token logits to last_logits [requests][vocab]. Fills the prompts' KV in `pool` (a HostPool,
+  // or the HostCopyOnFork baseline, whose beams the caller then forks).
+  template <class Cache>
+  void prefill(Cache& pool, const HostBatch& batch, std::span<const std::uint32_t> tokens, std::span<float> last_logits) const {
     const KvBatchView& b = batch.view();
     require_argument(tokens.size() == b.total_tokens, "HostModel::prefill",
                      std::to_string(tokens.size()) + " tokens for a batch of " + std::to_string(b.total_tokens));
@@ -157,8 +161,8 @@ class HostModel {
     for (std::size_t i = 0; i < b.count; ++i) {
       for (std::uint32_t t = b.token_begin[i]; t < b.token_begin[i + 1]; ++t) positions[t] = t - b.token_begin[i];
     }
-    std::vector<float> x = forward(pool, batch, tokens, positions, [&](std::size_t layer, std::span<const float> q, std::span<const float> k,
-                                                                       std::span<const float> v, std::span<float> out) {
+    std::vector<float> x = forward(tokens, positions, [&](std::size_t layer, std::span<const float> q, std::span<const float> k,
+                                                          std::span<const float> v, std::span<float> out) {
       attention::prefill(exec::host, pool, batch, layer, options(), q, k, v, out);
     });
     std::vector<float> last(std::size_t{b.count} * config_.hidden_size);
@@ -170,8 +174,10 @@ class HostModel {
   }
 
   // One decode step: tokens[row] is the token beam row `row` chose at `step` (the step's reorder
-  // already recorded with kv::record_parents); writes logits [rows][vocab].
-  void decode(HostPool& pool, const HostBatch& batch, std::size_t step, std::span<const std::uint32_t> tokens, std::span<float> out_logits) const {
+  // already applied: kv::record_parents on a HostPool, kv::reorder on the baseline); writes logits
+  // [rows][vocab].
+  template <class Cache>
+  void decode(Cache& pool, const HostBatch& batch, std::size_t step, std::span<const std::uint32_t> tokens, std::span<float> out_logits) const {
     const KvBatchView& b = batch.view();
     require_argument(tokens.size() == b.total_beams, "HostModel::decode",
                      std::to_string(tokens.size()) + " tokens for " + std::to_string(b.total_beams) + " beam rows");
@@ -183,8 +189,8 @@ class HostModel {
         positions[row] = view.prompt_tokens[b.slots[i]] + static_cast<std::uint32_t>(step);
       }
     }
-    std::vector<float> x = forward(pool, batch, tokens, positions, [&](std::size_t layer, std::span<const float> q, std::span<const float> k,
-                                                                       std::span<const float> v, std::span<float> out) {
+    std::vector<float> x = forward(tokens, positions, [&](std::size_t layer, std::span<const float> q, std::span<const float> k,
+                                                          std::span<const float> v, std::span<float> out) {
       kv::write_step(exec::host, pool, batch, layer, step, k, v);
       attention::decode(exec::host, pool, batch, layer, step, options(), q, out);
     });
@@ -196,8 +202,7 @@ class HostModel {
 
   // The decoder stack over `rows` tokens; attend(layer, q, k, v, out) runs the layer's attention.
   template <class Attend>
-  std::vector<float> forward(HostPool&, const HostBatch&, std::span<const std::uint32_t> tokens, std::span<const std::uint32_t> positions,
-                             Attend&& attend) const {
+  std::vector<float> forward(std::span<const std::uint32_t> tokens, std::span<const std::uint32_t> positions, Attend&& attend) const {
     const std::size_t rows = tokens.size(), hidden = config_.hidden_size, hd = config_.head_dim;
     const std::size_t q_dim = config_.num_attention_heads * hd, kv_dim = config_.num_key_value_heads * hd;
     const std::size_t inter = config_.intermediate_size;

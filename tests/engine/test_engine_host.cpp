@@ -66,7 +66,7 @@ double brute_force_score(const HostModel& model, std::vector<std::uint32_t> prom
 
 }  // namespace
 
-TEST_CASE("with beams covering the catalogue, the engine returns every item tuple in brute-force score order") {
+TEST_CASE("with beams covering the catalogue, both modes return every item tuple in brute-force score order") {
   auto rng = xgr::test::make_rng(901);
   constexpr std::size_t levels = 3, codebook = 4;
   const std::vector<std::uint32_t> offsets{0, 4, 8};
@@ -97,6 +97,20 @@ TEST_CASE("with beams covering the catalogue, the engine returns every item tupl
     }
     const std::vector<xgr::engine::Response> responses = engine.serve(requests);
     REQUIRE(responses.size() == requests.size());
+
+    // The baseline mode (a prompt copy per beam, KV copied along every reorder, full sort, dense
+    // masks) computes the same function.
+    xgr::engine::HostEngine<xgr::engine::BaselineMode> baseline(model, trie, offsets, {2, 64, 64, 64});
+    const std::vector<xgr::engine::Response> baseline_responses = baseline.serve(requests);
+    REQUIRE(baseline_responses.size() == responses.size());
+    for (std::size_t r = 0; r < responses.size(); ++r) {
+      REQUIRE(baseline_responses[r].items.size() == responses[r].items.size());
+      for (std::size_t k = 0; k < responses[r].items.size(); ++k) {
+        CHECK(baseline_responses[r].items[k].codes == responses[r].items[k].codes);
+        CHECK(baseline_responses[r].items[k].item == responses[r].items[k].item);
+        CHECK(baseline_responses[r].items[k].score == doctest::Approx(responses[r].items[k].score).epsilon(1e-6));
+      }
+    }
 
     for (std::size_t r = 0; r < requests.size(); ++r) {
       CAPTURE(r);

@@ -140,6 +140,32 @@ void prefill(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvB
   }
 }
 
+// Prefill over the copy-on-fork baseline: the prompts' K/V go to beam 0's pages (kv::fork copies them
+// to the other beams once every layer is written), and the attention is the same causal attention.
+template <class T>
+void prefill(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const KvBatch<MemorySpace::host>& batch, std::size_t layer,
+             const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
+  const char* op = "attention::prefill";
+  const auto view = cache.view();
+  const KvBatchView& b = batch.view();
+  const std::size_t group = detail::group_of(options, view.kv_heads, op);
+  detail::require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
+  detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
+  kv::write_prompt(exec::host, cache, batch, layer, k, v);
+  const double scale = detail::scale_of(options, view.head_dim);
+  for (std::size_t i = 0; i < b.count; ++i) {
+    const std::uint32_t slot = b.slots[i];
+    for (std::size_t t = 0; t < view.prompt_tokens[slot]; ++t) {
+      for (std::size_t h = 0; h < options.q_heads; ++h) {
+        const std::size_t row = ((b.token_begin[i] + t) * options.q_heads + h) * view.head_dim;
+        detail::attend(
+            q.data() + row, view.head_dim, scale, t + 1, [&](std::size_t n) { return view.token(slot, 0, n, layer, h / group, kv::key); },
+            [&](std::size_t n) { return view.token(slot, 0, n, layer, h / group, kv::value); }, out.data() + row);
+      }
+    }
+  }
+}
+
 // Decode step `step`: every beam row attends to its request's prompt and to its own decode tokens
 // 0..step found through the ancestry table. The step's K/V must already be written (kv::write_step)
 // and its parents recorded (kv::record_parents). q and out are [total_beams][q_heads][head_dim].
