@@ -112,32 +112,46 @@ void attend(const T* query, std::size_t head_dim, double scale, std::size_t coun
 
 }  // namespace detail
 
+namespace detail {
+
+// Prefill over either cache: write the prompts' K/V (kv::write_prompt), then causal attention, with
+// prompt token n of request `slot` at token_vector(view, slot, n, kv head, K|V).
+template <class T, class Cache, class TokenVector>
+void causal_prefill(Cache& cache, const KvBatch<MemorySpace::host>& batch, std::size_t layer, const Options& options, RowSpan<const T> q,
+                    RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out, TokenVector&& token_vector) {
+  const char* op = "attention::prefill";
+  const auto view = cache.view();
+  const KvBatchView& b = batch.view();
+  const std::size_t group = group_of(options, view.kv_heads, op);
+  require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
+  require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
+  kv::write_prompt(exec::host, cache, batch, layer, k, v);
+  const double scale = scale_of(options, view.head_dim);
+  for (std::size_t i = 0; i < b.count; ++i) {
+    const std::uint32_t slot = b.slots[i];
+    for (std::size_t t = 0; t < view.prompt_tokens[slot]; ++t) {
+      for (std::size_t h = 0; h < options.q_heads; ++h) {
+        const std::size_t row = ((b.token_begin[i] + t) * options.q_heads + h) * view.head_dim;
+        attend(
+            q.data() + row, view.head_dim, scale, t + 1, [&](std::size_t n) { return token_vector(view, slot, n, h / group, kv::key); },
+            [&](std::size_t n) { return token_vector(view, slot, n, h / group, kv::value); }, out.data() + row);
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
 // Writes the prompts' K/V into the pool (kv::write_prompt) and computes causal attention for every
 // prompt token. q and out are [total_tokens][q_heads][head_dim]; k and v [total_tokens][kv_heads][head_dim].
 template <class T, class Layout>
 void prefill(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvBatch<MemorySpace::host>& batch,
              std::size_t layer, const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v,
              RowSpan<T> out) {
-  const char* op = "attention::prefill";
-  const auto view = pool.view();
-  const KvBatchView& b = batch.view();
-  const std::size_t group = detail::group_of(options, view.kv_heads, op);
-  detail::require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
-  detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
-  kv::write_prompt(exec::host, pool, batch, layer, k, v);
-  const double scale = detail::scale_of(options, view.head_dim);
-  for (std::size_t i = 0; i < b.count; ++i) {
-    const std::uint32_t slot = b.slots[i];
-    for (std::size_t t = 0; t < view.prompt_tokens[slot]; ++t) {
-      for (std::size_t h = 0; h < options.q_heads; ++h) {
-        const std::size_t row = ((b.token_begin[i] + t) * options.q_heads + h) * view.head_dim;
-        detail::attend(
-            q.data() + row, view.head_dim, scale, t + 1,
-            [&](std::size_t n) { return view.prefix_token(slot, n, layer, h / group, kv::key); },
-            [&](std::size_t n) { return view.prefix_token(slot, n, layer, h / group, kv::value); }, out.data() + row);
-      }
-    }
-  }
+  detail::causal_prefill<T>(pool, batch, layer, options, q, k, v, out,
+                            [&](const auto& view, std::size_t slot, std::size_t n, std::size_t head, std::size_t kv_index) {
+                              return view.prefix_token(slot, n, layer, head, kv_index);
+                            });
 }
 
 // Prefill over the copy-on-fork baseline: the prompts' K/V go to beam 0's pages (kv::fork copies them
@@ -145,25 +159,10 @@ void prefill(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, const KvB
 template <class T>
 void prefill(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const KvBatch<MemorySpace::host>& batch, std::size_t layer,
              const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
-  const char* op = "attention::prefill";
-  const auto view = cache.view();
-  const KvBatchView& b = batch.view();
-  const std::size_t group = detail::group_of(options, view.kv_heads, op);
-  detail::require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
-  detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
-  kv::write_prompt(exec::host, cache, batch, layer, k, v);
-  const double scale = detail::scale_of(options, view.head_dim);
-  for (std::size_t i = 0; i < b.count; ++i) {
-    const std::uint32_t slot = b.slots[i];
-    for (std::size_t t = 0; t < view.prompt_tokens[slot]; ++t) {
-      for (std::size_t h = 0; h < options.q_heads; ++h) {
-        const std::size_t row = ((b.token_begin[i] + t) * options.q_heads + h) * view.head_dim;
-        detail::attend(
-            q.data() + row, view.head_dim, scale, t + 1, [&](std::size_t n) { return view.token(slot, 0, n, layer, h / group, kv::key); },
-            [&](std::size_t n) { return view.token(slot, 0, n, layer, h / group, kv::value); }, out.data() + row);
-      }
-    }
-  }
+  detail::causal_prefill<T>(cache, batch, layer, options, q, k, v, out,
+                            [&](const auto& view, std::size_t slot, std::size_t n, std::size_t head, std::size_t kv_index) {
+                              return view.token(slot, 0, n, layer, head, kv_index);
+                            });
 }
 
 // Decode step `step`: every beam row attends to its request's prompt and to its own decode tokens

@@ -154,12 +154,7 @@ class CopyOnForkKvCache {
 
   template <class Exec>
   void publish(Exec exec) {
-    if constexpr (Space == MemorySpace::device) {
-      static_assert(exec::is_cuda_v<Exec>, "a device cache publishes on a CUDA stream");
-      kv::detail::upload(table_.data(), mirror_.data(), table_size_, exec.stream);
-    } else {
-      static_assert(exec::is_host_v<Exec>, "a host cache publishes on the host");
-    }
+    kv::detail::publish_mirror<Space>(exec, table_.data(), mirror_.data(), table_size_);
   }
 
   // The batch description has the same meaning as for KvPool (beam rows in BeamSearcher layout).

@@ -213,8 +213,7 @@ void record_parents(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& poo
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
   detail::require_step(parents.level, view.max_steps, op);
-  require_argument(parents.parent_rows.size() >= b.total_beams, op,
-                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(b.total_beams) + " beams");
+  detail::require_parent_rows(parents, b, op);
   if (b.count == 0) return;
   detail::record_parents_kernel<<<dim3(detail::copy_blocks(b.max_beams), b.count), detail::copy_threads, 0, exec.stream>>>(
       view, b, static_cast<unsigned>(parents.level), parents.parent_rows.data());
@@ -254,8 +253,7 @@ void reorder(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, 
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
   detail::require_step(parents.level, view.max_steps, op);
-  require_argument(parents.parent_rows.size() >= b.total_beams, op,
-                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(b.total_beams) + " beams");
+  detail::require_parent_rows(parents, b, op);
   if (b.count == 0 || parents.level == 0) return;
   const std::size_t items = parents.level * std::size_t{view.layers} * view.kv_heads * 2 * detail::chunks_per_vector<T>(view.head_dim);
   const dim3 grid(detail::copy_blocks(items), b.total_beams);

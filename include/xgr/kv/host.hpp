@@ -52,6 +52,12 @@ void require_kv_rows(const View& view, std::size_t layer, std::size_t rows, std:
   require_rows(v_size, rows, view.kv_heads, view.head_dim, op, "V");
 }
 
+// A reorder names a parent for every beam row of the batch.
+inline void require_parent_rows(const BeamParents& parents, const KvBatchView& batch, const char* op) {
+  require_argument(parents.parent_rows.size() >= batch.total_beams, op,
+                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(batch.total_beams) + " beams");
+}
+
 // The request-local parent of beam row `row` of request i, validated: a parent outside the request is
 // a caller bug, and a silently wrong lineage would corrupt attention.
 inline std::uint32_t local_parent(const KvBatchView& batch, std::size_t i, std::uint32_t parent_row, const char* op) {
@@ -116,8 +122,7 @@ void record_parents(exec::host_t, KvPool<T, Layout, MemorySpace::host>& pool, co
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
   detail::require_step(parents.level, view.max_steps, op);
-  require_argument(parents.parent_rows.size() >= b.total_beams, op,
-                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(b.total_beams) + " beams");
+  detail::require_parent_rows(parents, b, op);
   for (std::size_t i = 0; i < b.count; ++i) {
     for (std::uint32_t row = b.beam_begin[i]; row < b.beam_begin[i + 1]; ++row) (void)detail::local_parent(b, i, parents.parent_rows[row], op);
   }
@@ -181,8 +186,7 @@ void reorder(exec::host_t, CopyOnForkKvCache<T, MemorySpace::host>& cache, const
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
   detail::require_step(parents.level, view.max_steps, op);
-  require_argument(parents.parent_rows.size() >= b.total_beams, op,
-                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(b.total_beams) + " beams");
+  detail::require_parent_rows(parents, b, op);
   const std::size_t level = parents.level;
   const std::size_t vector = view.head_dim;
   const std::size_t row_elements = level * view.layers * view.kv_heads * 2 * vector;

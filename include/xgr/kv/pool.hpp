@@ -196,6 +196,18 @@ void upload(T* device, const T* host, std::size_t count, CUstream_st* stream);
 template <class T>
 void fill_parents_device(T* ancestry, std::size_t count, CUstream_st* stream);
 
+// Makes `count` metadata words from the host mirror visible to kernels: an upload on exec's stream
+// for a device structure; nothing for a host one, whose kernels read the mirror itself.
+template <MemorySpace Space, class Exec>
+void publish_mirror(Exec exec, std::uint32_t* device, const std::uint32_t* mirror, std::size_t count) {
+  if constexpr (Space == MemorySpace::device) {
+    static_assert(exec::is_cuda_v<Exec>, "device KV metadata is published on a CUDA stream");
+    upload(device, mirror, count, exec.stream);
+  } else {
+    static_assert(exec::is_host_v<Exec>, "host KV metadata is published on the host");
+  }
+}
+
 template <MemorySpace Space>
 inline constexpr MemorySpace mirror_space = Space == MemorySpace::device ? MemorySpace::pinned : MemorySpace::host;
 
@@ -254,14 +266,8 @@ class KvBatch {
     view.count = static_cast<std::uint32_t>(count);
     view.total_tokens = token_begin[count];
     view.total_beams = beam_begin[count];
-    const std::uint32_t* base = mirror_.data();
-    if constexpr (Space == MemorySpace::device) {
-      static_assert(exec::is_cuda_v<Exec>, "a device batch is filled on a CUDA stream");
-      kv::detail::upload(data_.data(), mirror_.data(), mirror_.size(), exec.stream);
-      base = data_.data();
-    } else {
-      static_assert(exec::is_host_v<Exec>, "a host batch is filled on the host");
-    }
+    kv::detail::publish_mirror<Space>(exec, data_.data(), mirror_.data(), mirror_.size());
+    const std::uint32_t* base = Space == MemorySpace::device ? data_.data() : mirror_.data();
     view.slots = base;
     view.token_begin = base + max_requests_;
     view.beam_begin = base + 2 * max_requests_ + 1;
@@ -449,12 +455,7 @@ class KvPool {
   // new requests.
   template <class Exec>
   void publish(Exec exec) {
-    if constexpr (Space == MemorySpace::device) {
-      static_assert(exec::is_cuda_v<Exec>, "a device KvPool publishes on a CUDA stream");
-      kv::detail::upload(metadata_.data(), mirror_.data(), metadata_size_, exec.stream);
-    } else {
-      static_assert(exec::is_host_v<Exec>, "a host KvPool publishes on the host");
-    }
+    kv::detail::publish_mirror<Space>(exec, metadata_.data(), mirror_.data(), metadata_size_);
   }
 
   // Fills `batch` with `requests` in order (and uploads it on exec's stream for a device pool).
