@@ -51,18 +51,25 @@ struct Response {
 
 // Policies of a serving mode. XgrMode is the library's way; BaselineMode switches each to what LLM
 // serving does — a private copy of the prompt KV per beam, copied along every reorder; a full sort
-// for selection; the trie mask materialised densely — so that both run in one binary, side by side.
-// They compute the same results (the engine tests check it).
+// for selection; the trie mask materialised densely; on the device also one group at a time — so
+// that both run in one binary, side by side. They compute the same results (the engine tests check
+// it).
 struct XgrMode {
-  using Cache = HostPool;
+  template <class T, MemorySpace Space>
+  using Cache = KvPool<T, kv::PageMajor, Space>;
   using Select = beam::EarlyExitSelect;
   using Filter = beam::SparseTrieFilter;
+  static constexpr bool copy_on_fork = false;
+  static constexpr bool overlap_groups = true;  // CUDA engine: several groups in flight
   static constexpr const char* name = "xgr";
 };
 struct BaselineMode {
-  using Cache = HostCopyOnFork;
+  template <class T, MemorySpace Space>
+  using Cache = CopyOnForkKvCache<T, Space>;
   using Select = beam::FullSortSelect;
   using Filter = beam::DenseMaskFilter;
+  static constexpr bool copy_on_fork = true;
+  static constexpr bool overlap_groups = false;
   static constexpr const char* name = "baseline";
 };
 
@@ -73,10 +80,71 @@ struct EngineLimits {
   std::size_t page_tokens = 64;
 };
 
+namespace detail {
+
+// The KV cache of a mode, sized for a full group of the longest prompts and widest beams, so that a
+// validated group always fits.
+template <class Mode>
+auto cache_config(const KvShape& shape, std::size_t levels, const EngineLimits& limits) {
+  const std::size_t steps = std::max<std::size_t>(1, levels);
+  if constexpr (Mode::copy_on_fork) {
+    const std::size_t pages_per_beam = (limits.max_prompt_tokens + steps + limits.page_tokens - 1) / limits.page_tokens;
+    return CopyOnForkConfig{shape,
+                            limits.page_tokens,
+                            limits.max_group_requests * limits.max_beams * pages_per_beam,
+                            limits.max_group_requests,
+                            limits.max_prompt_tokens,
+                            limits.max_beams,
+                            steps};
+  } else {
+    const std::size_t pages = (limits.max_prompt_tokens + limits.page_tokens - 1) / limits.page_tokens;
+    return KvPoolConfig{shape, limits.page_tokens, limits.max_group_requests * pages, limits.max_group_requests, limits.max_prompt_tokens,
+                        limits.max_beams, steps};
+  }
+}
+
+inline BeamConfig beam_config(std::size_t vocab, const EngineLimits& limits, std::vector<std::uint32_t> offsets) {
+  BeamConfig config;
+  config.max_requests = limits.max_group_requests;
+  config.max_beam_width = limits.max_beams;
+  config.vocab = vocab;
+  config.level_token_offsets = std::move(offsets);
+  return config;
+}
+
+// Error(invalid_argument) naming the request unless it fits the limits and the vocabulary.
+inline void validate_request(const Request& request, std::size_t index, const EngineLimits& limits, std::size_t vocab, const char* op) {
+  const std::string which = "request " + std::to_string(index);
+  require_argument(!request.prompt_tokens.empty() && request.prompt_tokens.size() <= limits.max_prompt_tokens, op,
+                   which + " has " + std::to_string(request.prompt_tokens.size()) + " prompt tokens; the engine takes 1.." +
+                       std::to_string(limits.max_prompt_tokens));
+  require_argument(request.beams >= 1 && request.beams <= limits.max_beams, op,
+                   which + " asks for " + std::to_string(request.beams) + " beams; the engine takes 1.." + std::to_string(limits.max_beams));
+  for (std::uint32_t token : request.prompt_tokens) {
+    require_argument(token < vocab, op, which + " has token " + std::to_string(token) + " outside the vocabulary");
+  }
+}
+
+// One response per request of a finalized group, from host copies of BeamSearcher::finalize's output.
+inline void collect_responses(std::size_t requests, std::size_t levels, std::span<const std::uint32_t> row_begin,
+                              std::span<const std::uint32_t> counts, std::span<const std::uint32_t> codes, std::span<const float> scores,
+                              std::span<const ItemId> item_ids, std::span<const std::uint32_t> item_counts, std::vector<Response>& out) {
+  for (std::size_t i = 0; i < requests; ++i) {
+    Response response;
+    for (std::uint32_t k = 0; k < counts[i]; ++k) {
+      const std::size_t row = row_begin[i] + k;
+      const auto first = codes.begin() + static_cast<std::ptrdiff_t>(row * levels);
+      response.items.push_back({item_ids[row], item_counts[row], {first, first + static_cast<std::ptrdiff_t>(levels)}, scores[row]});
+    }
+    out.push_back(std::move(response));
+  }
+}
+
+}  // namespace detail
+
 template <class Mode = XgrMode>
 class HostEngine {
-  using Cache = typename Mode::Cache;
-  static constexpr bool copy_on_fork = std::is_same_v<Cache, HostCopyOnFork>;
+  using Cache = typename Mode::template Cache<float, MemorySpace::host>;
 
  public:
   // `level_token_offsets[l]` maps level l's code c to token offset + c; the model's vocabulary must
@@ -85,16 +153,16 @@ class HostEngine {
       : model_(model),
         trie_(trie),
         limits_(limits),
-        pool_(cache_config(model, trie, limits)),
+        pool_(detail::cache_config<Mode>(model.kv_shape(), trie.levels(), limits)),
         batch_(limits.max_group_requests),
-        searcher_(exec::host, trie, beam_config(model, limits, std::move(level_token_offsets))) {}
+        searcher_(exec::host, trie, detail::beam_config(model.config().vocab_size, limits, std::move(level_token_offsets))) {}
 
   [[nodiscard]] std::size_t levels() const noexcept { return trie_.levels(); }
 
   // Serves requests in groups of at most max_group_requests; every request must fit the limits
   // (Error(invalid_argument) names the first that does not).
   [[nodiscard]] std::vector<Response> serve(std::span<const Request> requests) {
-    for (std::size_t i = 0; i < requests.size(); ++i) validate(requests[i], i);
+    for (std::size_t i = 0; i < requests.size(); ++i) detail::validate_request(requests[i], i, limits_, model_.config().vocab_size, "HostEngine::serve");
     std::vector<Response> responses;
     responses.reserve(requests.size());
     for (std::size_t begin = 0; begin < requests.size(); begin += limits_.max_group_requests) {
@@ -105,41 +173,6 @@ class HostEngine {
   }
 
  private:
-  // Sized for a full group of the longest prompts and widest beams, so a validated group always fits.
-  static auto cache_config(const HostModel& model, const ItemTrie& trie, const EngineLimits& limits) {
-    const std::size_t steps = std::max<std::size_t>(1, trie.levels());
-    if constexpr (copy_on_fork) {
-      const std::size_t pages_per_beam = (limits.max_prompt_tokens + steps + limits.page_tokens - 1) / limits.page_tokens;
-      return CopyOnForkConfig{model.kv_shape(),          limits.page_tokens,       limits.max_group_requests * limits.max_beams * pages_per_beam,
-                              limits.max_group_requests, limits.max_prompt_tokens, limits.max_beams, steps};
-    } else {
-      const std::size_t pages = (limits.max_prompt_tokens + limits.page_tokens - 1) / limits.page_tokens;
-      return KvPoolConfig{model.kv_shape(),          limits.page_tokens,       limits.max_group_requests * pages,
-                          limits.max_group_requests, limits.max_prompt_tokens, limits.max_beams, steps};
-    }
-  }
-  static BeamConfig beam_config(const HostModel& model, const EngineLimits& limits, std::vector<std::uint32_t> offsets) {
-    BeamConfig config;
-    config.max_requests = limits.max_group_requests;
-    config.max_beam_width = limits.max_beams;
-    config.vocab = model.config().vocab_size;
-    config.level_token_offsets = std::move(offsets);
-    return config;
-  }
-
-  void validate(const Request& request, std::size_t index) const {
-    const std::string which = "request " + std::to_string(index);
-    require_argument(!request.prompt_tokens.empty() && request.prompt_tokens.size() <= limits_.max_prompt_tokens, "HostEngine::serve",
-                     which + " has " + std::to_string(request.prompt_tokens.size()) + " prompt tokens; the engine takes 1.." +
-                         std::to_string(limits_.max_prompt_tokens));
-    require_argument(request.beams >= 1 && request.beams <= limits_.max_beams, "HostEngine::serve",
-                     which + " asks for " + std::to_string(request.beams) + " beams; the engine takes 1.." + std::to_string(limits_.max_beams));
-    for (std::uint32_t token : request.prompt_tokens) {
-      require_argument(token < model_.config().vocab_size, "HostEngine::serve",
-                       which + " has token " + std::to_string(token) + " outside the vocabulary");
-    }
-  }
-
   void serve_group(std::span<const Request> group, std::vector<Response>& responses) {
     // Admission: the pool is sized for a full group, so a validated group always fits.
     std::vector<KvRequest> admitted;
@@ -155,7 +188,7 @@ class HostEngine {
     const std::size_t rows = batch_.view().total_beams;
     std::vector<float> last(group.size() * vocab), logits(rows * vocab, 0.0f);
     model_.prefill(pool_, batch_, tokens, last);
-    if constexpr (copy_on_fork) kv::fork(exec::host, pool_, batch_);  // every beam its own prompt copy
+    if constexpr (Mode::copy_on_fork) kv::fork(exec::host, pool_, batch_);  // every beam its own prompt copy
 
     searcher_.begin(exec::host, widths);
     // Level 0: each request has one live beam, its first slot; it scores on the prompt's last logits.
@@ -168,7 +201,7 @@ class HostEngine {
       // The tokens chosen at level - 1 go through the model at decode step level - 1; dead slots
       // feed token 0 (their logits are never read).
       const std::size_t step = level - 1;
-      if constexpr (copy_on_fork) {
+      if constexpr (Mode::copy_on_fork) {
         kv::reorder(exec::host, pool_, batch_, searcher_.parents(step));  // copies the parents' decode KV
       } else {
         kv::record_parents(exec::host, pool_, batch_, searcher_.parents(step));  // B indices, no KV moves
@@ -185,16 +218,7 @@ class HostEngine {
     std::vector<float> scores(rows);
     std::vector<ItemId> item_ids(rows);
     searcher_.finalize(exec::host, {matrix_view(codes.data(), rows, L), scores, item_ids, item_counts, counts});
-    for (std::size_t i = 0; i < group.size(); ++i) {
-      Response response;
-      for (std::uint32_t k = 0; k < counts[i]; ++k) {
-        const std::size_t row = searcher_.row_begin()[i] + k;
-        response.items.push_back({item_ids[row], item_counts[row], {codes.begin() + static_cast<std::ptrdiff_t>(row * L),
-                                                                     codes.begin() + static_cast<std::ptrdiff_t>((row + 1) * L)},
-                                  scores[row]});
-      }
-      responses.push_back(std::move(response));
-    }
+    detail::collect_responses(group.size(), L, searcher_.row_begin(), counts, codes, scores, item_ids, item_counts, responses);
     for (const KvRequest& request : admitted) pool_.release(request);
   }
 

@@ -1,7 +1,8 @@
-// xgr_engine — the reference GR engine (host path).
+// xgr_engine — the reference GR engine.
 //
 // With no arguments it builds a small deterministic model and catalogue from a seed and serves a
-// few synthetic users, printing each one's top items: it runs on any machine. With --model and
+// few synthetic users, printing each one's top items: it runs on any machine, on the GPU when this
+// binary was built with CUDA and a GPU is present, on the host reference otherwise. With --model and
 // --items it serves an HF-style Qwen2 folder over a catalogue file (see --help).
 #include <cstdio>
 #include <cstdlib>
@@ -17,13 +18,28 @@
 #include "engine/weights.hpp"
 #include "xgr/items/io.hpp"
 
+#if defined(__CUDACC__)
+#include <atomic>
+#include <memory>
+
+#include "engine/cuda_engine.cuh"
+#include "engine/cuda_model.cuh"
+#endif
+
 namespace {
 
-constexpr const char* usage = R"(xgr_engine — generative recommendation with trie-constrained beam search (host path)
+constexpr const char* usage = R"(xgr_engine — generative recommendation with trie-constrained beam search
 
 usage: xgr_engine [options]
 
   (no options)          serve synthetic users on a small model and catalogue built from --seed
+  --preset gr-small     the default world at benchmark size instead: 8 layers, hidden 1024, 16/4 heads
+                        of 128, intermediate 3072, codes 3 x 8192, 10^6 items, histories of 342..683
+                        items (prompts of 1026..2049 tokens), 256 beams
+  --device D            auto (default: cuda when built with CUDA and a GPU is present), cuda or host
+  --dtype T             bf16 (default) or fp16: weights, activations and KV on the GPU (fp32 accumulation)
+  --groups-in-flight N  CUDA xgr mode: groups running at once (default 3; baseline mode runs 1)
+  --streams N           CUDA xgr mode: streams the groups' kernels share (default 1; 0 = one per group)
   --model DIR           an HF-style folder: config.json + model.safetensors (Qwen2ForCausalLM)
   --items FILE          the catalogue: an xgr item table (text or binary, see docs/items.md)
   --prompts FILE        one request per line: its prompt as token ids separated by spaces
@@ -35,12 +51,13 @@ usage: xgr_engine [options]
   --token-offset N      token id of level 0's code 0 (default 0; tokens below it are special tokens)
   --top N               items printed per request (default 5; 0 prints all)
   --users N             synthetic users (default 4)          --history N   items per history (default 16)
+  --history-min N       load mode: fewest items per history (default 1)
   --seed S              seed of the default model, catalogue and users (default 2024)
 
   Load mode (instead of serving the prompts once):
   --load R1,R2,..       open-loop Poisson arrivals at each rate (requests/s) in turn; each request a
-                        random history of 1..--history catalogue items and a beam width of --beams
-                        or half of it
+                        random history of --history-min..--history catalogue items and a beam width
+                        of --beams or half of it
   --duration S          seconds of arrivals per rate (default 2)    --slo-ms X   latency SLO (default 50)
   --group N             requests per fixed-step group (default 8)   --json FILE  the reports as JSON
   --help                this text
@@ -50,11 +67,11 @@ levels before l (N from --token-offset). Output: one line per item, "request R r
 )";
 
 struct Options {
-  std::string model, items, prompts, save_default, json, mode = "xgr";
+  std::string model, items, prompts, save_default, json, mode = "xgr", preset, device = "auto", dtype = "bf16";
   std::vector<double> load_rates;
   double duration_s = 2.0, slo_ms = 50.0;
-  std::size_t group = 8;
-  std::size_t beams = 16, top = 5, users = 4, history = 16, token_offset = 0;
+  std::size_t group = 8, groups_in_flight = 3, streams = 1;
+  std::size_t beams = 16, top = 5, users = 4, history = 16, history_min = 1, token_offset = 0;
   std::uint64_t seed = 2024;
 };
 
@@ -87,6 +104,7 @@ std::vector<double> rates(const std::string& flag, const char* text) {
 
 Options parse(int argc, char** argv) {
   Options o;
+  bool beams_given = false, history_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -100,11 +118,17 @@ Options parse(int argc, char** argv) {
     else if (flag == "--items") o.items = value;
     else if (flag == "--prompts") o.prompts = value;
     else if (flag == "--save-default") o.save_default = value;
-    else if (flag == "--beams") o.beams = number(flag, value);
+    else if (flag == "--beams") o.beams = number(flag, value), beams_given = true;
     else if (flag == "--top") o.top = number(flag, value);
     else if (flag == "--token-offset") o.token_offset = number(flag, value);
     else if (flag == "--users") o.users = number(flag, value);
-    else if (flag == "--history") o.history = number(flag, value);
+    else if (flag == "--history") o.history = number(flag, value), history_given = true;
+    else if (flag == "--history-min") o.history_min = number(flag, value);
+    else if (flag == "--preset") o.preset = value;
+    else if (flag == "--device") o.device = value;
+    else if (flag == "--dtype") o.dtype = value;
+    else if (flag == "--groups-in-flight") o.groups_in_flight = number(flag, value);
+    else if (flag == "--streams") o.streams = number(flag, value);
     else if (flag == "--seed") o.seed = number(flag, value);
     else if (flag == "--load") o.load_rates = rates(flag, value);
     else if (flag == "--duration") o.duration_s = positive(flag, value);
@@ -114,12 +138,24 @@ Options parse(int argc, char** argv) {
     else if (flag == "--mode") o.mode = value;
     else fail("unknown option '" + flag + "'");
   }
+  if (o.preset == "gr-small") {
+    if (!beams_given) o.beams = 256;
+    if (!history_given) o.history = 683;
+    if (o.history_min == 1) o.history_min = 342;
+  } else if (!o.preset.empty()) {
+    fail("--preset takes gr-small, got '" + o.preset + "'");
+  }
   if (o.model.empty() != o.items.empty()) fail("--model and --items go together");
+  if (!o.model.empty() && !o.preset.empty()) fail("--preset builds its own model; it does not go with --model");
   if (!o.model.empty() && o.prompts.empty()) fail("--model needs --prompts");
   if (o.beams == 0) fail("--beams must be at least 1");
   if (o.group == 0) fail("--group must be at least 1");
   if (o.mode != "xgr" && o.mode != "baseline") fail("--mode is xgr or baseline, got '" + o.mode + "'");
   if (o.history == 0) fail("--history must be at least 1");
+  if (o.history_min == 0 || o.history_min > o.history) fail("--history-min must be in 1..--history");
+  if (o.device != "auto" && o.device != "cuda" && o.device != "host") fail("--device is auto, cuda or host, got '" + o.device + "'");
+  if (o.dtype != "bf16" && o.dtype != "fp16") fail("--dtype is bf16 or fp16, got '" + o.dtype + "'");
+  if (o.groups_in_flight == 0) fail("--groups-in-flight must be at least 1");
   return o;
 }
 
@@ -134,7 +170,8 @@ std::vector<std::uint32_t> level_offsets(const xgr::ItemTable& table, std::size_
 }
 
 // The default world: a catalogue of 3 levels x 32 codes, a 2-layer model whose vocabulary is the
-// 96 code tokens, and users whose histories are random catalogue items.
+// 96 code tokens, and users whose histories are random catalogue items. --preset gr-small scales it
+// to the benchmark shape (10^6 items of 3 x 8192 codes, 8 layers of hidden 1024).
 struct World {
   xgr::engine::ModelConfig config;
   xgr::engine::ModelWeights weights;
@@ -145,27 +182,31 @@ struct World {
 World default_world(const Options& o) {
   World w;
   std::mt19937_64 rng(o.seed);
-  w.table.codebook_sizes = {32, 32, 32};
-  std::uniform_int_distribution<std::uint32_t> code(0, 31);
-  for (std::uint64_t item = 0; item < 2000; ++item) {
+  const bool large = o.preset == "gr-small";
+  const std::uint32_t codebook = large ? 8192 : 32;
+  const std::uint64_t items = large ? 1000000 : 2000;
+  w.table.codebook_sizes = {codebook, codebook, codebook};
+  std::uniform_int_distribution<std::uint32_t> code(0, codebook - 1);
+  for (std::uint64_t item = 0; item < items; ++item) {
     w.table.item_ids.push_back(100000 + item);
     for (int l = 0; l < 3; ++l) w.table.codes.push_back(code(rng));
   }
-  w.config.hidden_size = 128;
-  w.config.intermediate_size = 256;
-  w.config.num_hidden_layers = 2;
-  w.config.num_attention_heads = 2;
-  w.config.num_key_value_heads = 1;
-  w.config.head_dim = 64;
-  w.config.vocab_size = 96 + o.token_offset;
+  w.config.hidden_size = large ? 1024 : 128;
+  w.config.intermediate_size = large ? 3072 : 256;
+  w.config.num_hidden_layers = large ? 8 : 2;
+  w.config.num_attention_heads = large ? 16 : 2;
+  w.config.num_key_value_heads = large ? 4 : 1;
+  w.config.head_dim = large ? 128 : 64;
+  w.config.vocab_size = 3 * codebook + o.token_offset;
   w.config.tie_word_embeddings = true;
   w.config.torch_dtype = "float32";
-  w.weights = xgr::engine::random_weights(w.config, rng(), 0.2f);
+  // Small weights keep the residual stream of the deeper model in a sane range.
+  w.weights = xgr::engine::random_weights(w.config, rng(), large ? 0.02f : 0.2f);
   const std::vector<std::uint32_t> offsets = level_offsets(w.table, o.token_offset);
-  std::uniform_int_distribution<std::size_t> pick(0, w.table.size() - 1);
+  std::uniform_int_distribution<std::size_t> pick(0, w.table.size() - 1), length(o.history_min, o.history);
   for (std::size_t u = 0; u < o.users; ++u) {
     std::vector<std::uint32_t> prompt;
-    for (std::size_t h = 0; h < o.history; ++h) {
+    for (std::size_t h = large ? length(rng) : o.history; h > 0; --h) {
       const std::size_t item = pick(rng);
       for (std::size_t l = 0; l < 3; ++l) prompt.push_back(offsets[l] + w.table.codes[item * 3 + l]);
     }
@@ -194,13 +235,41 @@ std::vector<std::vector<std::uint32_t>> read_prompts(const std::string& path) {
   return prompts;
 }
 
+// One open-loop experiment. The host engine serves a group and returns; the CUDA engine takes a
+// group when one of its slots frees up and answers from its completion thread.
+template <class Mode, class MakeRequest>
+xgr::engine::LoadReport load_once(xgr::engine::HostEngine<Mode>& engine, const xgr::engine::LoadOptions& options, MakeRequest& make_request) {
+  return xgr::engine::run_open_loop(options, make_request, [&](std::span<const xgr::engine::Request> group) { (void)engine.serve(group); });
+}
+
+#if defined(__CUDACC__)
+template <class Mode, class T, class MakeRequest>
+xgr::engine::LoadReport load_once(xgr::engine::CudaEngine<Mode, T>& engine, const xgr::engine::LoadOptions& options, MakeRequest& make_request) {
+  std::atomic<std::size_t> failed{0};
+  auto submit = [&](auto&& take, auto complete) {
+    auto pending = std::make_shared<xgr::engine::PendingGroup>();
+    engine.submit([&] {
+                    *pending = take();
+                    return pending->requests;
+                  },
+                  [&failed, pending, complete](std::vector<xgr::engine::Response>&, std::exception_ptr error) {
+                    if (error) ++failed;
+                    complete(*pending);
+                  });
+  };
+  xgr::engine::LoadReport report = xgr::engine::run_open_loop_async(options, make_request, submit);
+  if (failed != 0) std::fprintf(stderr, "xgr_engine: %zu groups failed\n", failed.load());
+  return report;
+}
+#endif
+
 // Open-loop load at each rate: random histories of the catalogue's items, beam widths B or B/2.
 template <class Engine>
 int run_load(const Options& o, const World& world, Engine& engine) {
   const std::vector<std::uint32_t> offsets = level_offsets(world.table, o.token_offset);
   const std::size_t levels = world.table.levels();
   auto make_request = [&](std::mt19937_64& rng) {
-    std::uniform_int_distribution<std::size_t> length(1, o.history), item(0, world.table.size() - 1);
+    std::uniform_int_distribution<std::size_t> length(o.history_min, o.history), item(0, world.table.size() - 1);
     xgr::engine::Request request;
     for (std::size_t h = length(rng); h > 0; --h) {
       const std::size_t i = item(rng);
@@ -213,8 +282,7 @@ int run_load(const Options& o, const World& world, Engine& engine) {
   std::fputs(xgr::engine::report_table_header().c_str(), stdout);
   for (std::size_t i = 0; i < o.load_rates.size(); ++i) {
     const xgr::engine::LoadOptions options{o.load_rates[i], o.duration_s, o.slo_ms, o.group, o.seed + i};
-    reports.push_back(xgr::engine::run_open_loop(options, make_request,
-                                                 [&](std::span<const xgr::engine::Request> group) { (void)engine.serve(group); }));
+    reports.push_back(load_once(engine, options, make_request));
     std::fputs(xgr::engine::report_table_row(reports.back()).c_str(), stdout);
     std::fflush(stdout);
   }
@@ -244,6 +312,46 @@ int serve(const Options& o, const World& world, Engine& engine) {
   }
   return 0;
 }
+
+#if defined(__CUDACC__)
+bool use_cuda(const Options& o) {
+  if (o.device == "host") return false;
+  if (xgr::cuda_device_count() > 0) return true;
+  if (o.device == "cuda") fail("--device cuda: no GPU is visible");
+  return false;
+}
+
+template <class T>
+int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie, const std::vector<std::uint32_t>& offsets,
+                 const xgr::engine::EngineLimits& limits) {
+  cudaDeviceProp properties{};
+  XGR_CUDA_CHECK(cudaGetDeviceProperties(&properties, 0));
+  std::printf("running on %s (%s, %s mode)\n", properties.name, o.dtype.c_str(), o.mode.c_str());
+  const xgr::engine::CudaModel<T> model(world.config, world.weights);
+  const xgr::engine::CudaEngineOptions options{o.groups_in_flight, o.streams};
+  if (o.mode == "baseline") {
+    xgr::engine::CudaEngine<xgr::engine::BaselineMode, T> engine(model, trie, offsets, limits, options);
+    return serve(o, world, engine);
+  }
+  xgr::engine::CudaEngine<xgr::engine::XgrMode, T> engine(model, trie, offsets, limits, options);
+  return serve(o, world, engine);
+}
+
+int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie, const std::vector<std::uint32_t>& offsets,
+                 const xgr::engine::EngineLimits& limits) {
+  if (o.dtype == "fp16") return serve_on_gpu<xgr::half>(o, world, trie, offsets, limits);
+  return serve_on_gpu<xgr::bfloat16>(o, world, trie, offsets, limits);
+}
+#else
+bool use_cuda(const Options& o) {
+  if (o.device == "cuda") fail("--device cuda: this binary was built without CUDA");
+  return false;
+}
+
+int serve_on_gpu(const Options&, const World&, const xgr::ItemTrie&, const std::vector<std::uint32_t>&, const xgr::engine::EngineLimits&) {
+  return 1;  // unreachable: use_cuda is false without CUDA
+}
+#endif
 
 }  // namespace
 
@@ -276,10 +384,12 @@ int main(int argc, char** argv) {
     const xgr::ItemTrie trie = xgr::build_item_trie(world.table);
     std::size_t longest = 1;
     for (const auto& prompt : world.prompts) longest = std::max(longest, prompt.size());
-    const xgr::engine::HostModel model(world.config, std::move(world.weights));
     if (!o.load_rates.empty()) longest = std::max(longest, o.history * world.table.levels());
     const xgr::engine::EngineLimits limits{o.group, o.beams, longest, 64};
     const std::vector<std::uint32_t> offsets = level_offsets(world.table, o.token_offset);
+    if (use_cuda(o)) return serve_on_gpu(o, world, trie, offsets, limits);
+    std::printf("running on the host reference (%s mode)\n", o.mode.c_str());
+    const xgr::engine::HostModel model(world.config, std::move(world.weights));
     if (o.mode == "baseline") {
       xgr::engine::HostEngine<xgr::engine::BaselineMode> engine(model, trie, offsets, limits);
       return serve(o, world, engine);

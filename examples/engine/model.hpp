@@ -135,6 +135,35 @@ inline void rope(std::span<float> x, std::size_t rows, std::size_t heads, std::s
 
 }  // namespace detail
 
+// Throws Error(invalid_argument) naming the first tensor whose size differs from what `config` needs.
+inline void validate_weights(const ModelConfig& config, const ModelWeights& weights, const char* op) {
+  const std::size_t hidden = config.hidden_size, q_dim = config.num_attention_heads * config.head_dim,
+                    kv_dim = config.num_key_value_heads * config.head_dim, inter = config.intermediate_size;
+  auto expect = [&](const std::vector<float>& v, std::size_t n, const std::string& what) {
+    require_argument(v.size() == n, op, what + " holds " + std::to_string(v.size()) + " values, the config needs " + std::to_string(n));
+  };
+  expect(weights.embed, config.vocab_size * hidden, "embed");
+  require_argument(weights.layers.size() == config.num_hidden_layers, op, "layer count differs from the config");
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    const LayerWeights& w = weights.layers[l];
+    const std::string at = "layer " + std::to_string(l) + " ";
+    expect(w.input_norm, hidden, at + "input_norm");
+    expect(w.q_weight, q_dim * hidden, at + "q_weight");
+    expect(w.q_bias, q_dim, at + "q_bias");
+    expect(w.k_weight, kv_dim * hidden, at + "k_weight");
+    expect(w.k_bias, kv_dim, at + "k_bias");
+    expect(w.v_weight, kv_dim * hidden, at + "v_weight");
+    expect(w.v_bias, kv_dim, at + "v_bias");
+    expect(w.o_weight, hidden * q_dim, at + "o_weight");
+    expect(w.post_attention_norm, hidden, at + "post_attention_norm");
+    expect(w.gate_weight, inter * hidden, at + "gate_weight");
+    expect(w.up_weight, inter * hidden, at + "up_weight");
+    expect(w.down_weight, hidden * inter, at + "down_weight");
+  }
+  expect(weights.final_norm, hidden, "final_norm");
+  if (!config.tie_word_embeddings) expect(weights.lm_head, config.vocab_size * hidden, "lm_head");
+}
+
 using HostPool = KvPool<float, kv::PageMajor, MemorySpace::host>;
 using HostCopyOnFork = CopyOnForkKvCache<float, MemorySpace::host>;
 using HostBatch = KvBatch<MemorySpace::host>;
@@ -240,34 +269,7 @@ class HostModel {
     detail::linear(h, rows, config_.hidden_size, head, {}, config_.vocab_size, out);
   }
 
-  void validate() const {
-    const char* op = "HostModel";
-    const std::size_t hidden = config_.hidden_size, q_dim = config_.num_attention_heads * config_.head_dim,
-                      kv_dim = config_.num_key_value_heads * config_.head_dim, inter = config_.intermediate_size;
-    auto expect = [&](const std::vector<float>& v, std::size_t n, const std::string& what) {
-      require_argument(v.size() == n, op, what + " holds " + std::to_string(v.size()) + " values, the config needs " + std::to_string(n));
-    };
-    expect(weights_.embed, config_.vocab_size * hidden, "embed");
-    require_argument(weights_.layers.size() == config_.num_hidden_layers, op, "layer count differs from the config");
-    for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
-      const LayerWeights& w = weights_.layers[l];
-      const std::string at = "layer " + std::to_string(l) + " ";
-      expect(w.input_norm, hidden, at + "input_norm");
-      expect(w.q_weight, q_dim * hidden, at + "q_weight");
-      expect(w.q_bias, q_dim, at + "q_bias");
-      expect(w.k_weight, kv_dim * hidden, at + "k_weight");
-      expect(w.k_bias, kv_dim, at + "k_bias");
-      expect(w.v_weight, kv_dim * hidden, at + "v_weight");
-      expect(w.v_bias, kv_dim, at + "v_bias");
-      expect(w.o_weight, hidden * q_dim, at + "o_weight");
-      expect(w.post_attention_norm, hidden, at + "post_attention_norm");
-      expect(w.gate_weight, inter * hidden, at + "gate_weight");
-      expect(w.up_weight, inter * hidden, at + "up_weight");
-      expect(w.down_weight, hidden * inter, at + "down_weight");
-    }
-    expect(weights_.final_norm, hidden, "final_norm");
-    if (!config_.tie_word_embeddings) expect(weights_.lm_head, config_.vocab_size * hidden, "lm_head");
-  }
+  void validate() const { validate_weights(config_, weights_, "HostModel"); }
 
   ModelConfig config_;
   ModelWeights weights_;

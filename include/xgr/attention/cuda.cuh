@@ -634,15 +634,35 @@ struct Geometry {
   float scale = 0.0f;
 };
 
+// Where a request's prompt keys live: the KvPool's shared prefix pages, or beam 0's private pages in
+// the copy-on-fork baseline (prefill writes beam 0; kv::fork copies it to the other beams).
+template <class T, class Layout>
+struct PromptKeys {
+  KvPoolView<T, Layout> pool;
+  __device__ int prompt_tokens(int slot) const { return static_cast<int>(pool.prompt_tokens[slot]); }
+  __device__ const T* row(int slot, int key, int layer, int kv_head, std::size_t kv_index) const {
+    return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
+           (key % pool.page_tokens) * pool.head_dim;
+  }
+};
+template <class T>
+struct CopyOnForkPromptKeys {
+  CopyOnForkView<T> cache;
+  __device__ int prompt_tokens(int slot) const { return static_cast<int>(cache.prompt_tokens[slot]); }
+  __device__ const T* row(int slot, int key, int layer, int kv_head, std::size_t kv_index) const {
+    return cache.token(slot, 0, key, layer, kv_head, kv_index);
+  }
+};
+
 // grid (m tiles over max_prompt * group rows, kv_heads, requests).
-template <class T, int HeadDim, class Shape, class Layout>
-__global__ void __launch_bounds__(Shape::threads) prefill_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, Geometry geometry,
-                                                            const T* q, T* out) {
+template <class T, int HeadDim, class Shape, class Keys>
+__global__ void __launch_bounds__(Shape::threads) prefill_kernel(Keys keys, KvBatchView batch, int layer, Geometry geometry, const T* q,
+                                                            T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
   const int kv_head = blockIdx.y;
   const int slot = batch.slots[i];
-  const int prompt = pool.prompt_tokens[slot];
+  const int prompt = keys.prompt_tokens(slot);
   const int first_row = blockIdx.x * Shape::rows;  // in (token, head in group) rows
   const int rows = min(Shape::rows, prompt * geometry.group - first_row);
   if (rows <= 0) return;
@@ -656,10 +676,7 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(KvPoolView<T, L
   attend_tile<T, HeadDim, Shape, true>(
       result, rows, 0, last_token + 1, geometry.scale_log2,
       [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; },
-      [&](int key, std::size_t kv_index) {
-        return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
-               (key % pool.page_tokens) * HeadDim;
-      },
+      [&](int key, std::size_t kv_index) { return keys.row(slot, key, layer, kv_head, kv_index); },
       [&](int r) { return (first_row + r) / group; }, reinterpret_cast<T*>(smem_bytes));
   store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
@@ -965,6 +982,25 @@ void with_head_dim(std::size_t head_dim, Fn&& fn) {
 
 }  // namespace detail
 
+namespace detail {
+
+template <class T, class Keys>
+void launch_prefill(exec::cuda exec, Keys keys, const KvBatchView& b, std::size_t kv_heads, std::size_t head_dim, std::size_t layer,
+                    const Geometry& geometry, const T* q, T* out) {
+  with_head_dim(head_dim, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    using Shape = WideBlock;
+    constexpr std::size_t smem = tile_smem_bytes<T, D, Shape>();
+    auto kernel = prefill_kernel<T, D, Shape, Keys>;
+    allow_smem(kernel, smem);
+    const dim3 grid((b.max_prompt_tokens * geometry.group + Shape::rows - 1) / Shape::rows, kv_heads, b.count);
+    kernel<<<grid, Shape::threads, smem, exec.stream>>>(keys, b, static_cast<int>(layer), geometry, q, out);
+    XGR_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace detail
+
 // Prefill on the device: writes K/V into the pool's pages, then causal attention. Same arguments and
 // result as the host prefill.
 template <class T, class Layout>
@@ -979,16 +1015,25 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
   detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
   kv::write_prompt(exec, pool, batch, layer, k, v);
   if (b.count == 0) return;
-  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
-    constexpr int D = decltype(head_dim)::value;
-    using Shape = detail::WideBlock;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
-    auto kernel = detail::prefill_kernel<T, D, Shape, Layout>;
-    detail::allow_smem(kernel, smem);
-    const dim3 grid((b.max_prompt_tokens * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads, b.count);
-    kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), geometry, q.data(), out.data());
-    XGR_CUDA_CHECK_LAUNCH();
-  });
+  detail::launch_prefill(exec, detail::PromptKeys<T, Layout>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(), out.data());
+}
+
+// Prefill into the copy-on-fork baseline: the prompt's K/V go to beam 0's pages (kv::fork copies them
+// to the other beams afterwards), and the causal attention reads them from there.
+template <class T>
+void prefill(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
+             std::size_t layer, const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
+  detail::require_tensor_core_type<T>();
+  const char* op = "attention::prefill";
+  const auto view = cache.view();
+  const KvBatchView& b = batch.view();
+  const detail::Geometry geometry = detail::geometry_of(options, view.kv_heads, view.head_dim, op);
+  kv::detail::require_layer(layer, view.layers, op);
+  detail::require_elements(q.size(), b.total_tokens, options.q_heads, view.head_dim, op, "q");
+  detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
+  kv::write_prompt(exec, cache, batch, layer, k, v);
+  if (b.count == 0) return;
+  detail::launch_prefill(exec, detail::CopyOnForkPromptKeys<T>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(), out.data());
 }
 
 // How many prompt chunks a batch is split into. Splitting pays only while the blocks of one split do
