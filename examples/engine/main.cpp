@@ -278,12 +278,13 @@ int run_load(const Options& o, const World& world, Engine& engine) {
     request.beams = rng() % 2 == 0 ? o.beams : std::max<std::size_t>(1, o.beams / 2);
     return request;
   };
-  // Warm-up, untimed: the first groups pay for loading kernels, cuBLAS's heuristics and first
-  // touches of memory, which would otherwise land in the first rate's tail latency.
-  {
-    std::mt19937_64 rng(o.seed ^ 0x5eed);
+  // Warm-up, untimed: a group of every size the load can form, so that the first use of each code
+  // path (kernel variants chosen by shape, cuBLAS's heuristics, first touches of memory) does not
+  // land in a measured tail latency.
+  std::mt19937_64 warm_rng(o.seed ^ 0x5eed);
+  for (std::size_t size = 1; size <= o.group; ++size) {
     std::vector<xgr::engine::Request> warm;
-    for (std::size_t i = 0; i < o.group * std::max<std::size_t>(2, o.groups_in_flight); ++i) warm.push_back(make_request(rng));
+    for (std::size_t i = 0; i < size; ++i) warm.push_back(make_request(warm_rng));
     (void)engine.serve(warm);
   }
   std::vector<xgr::engine::LoadReport> reports;
@@ -365,6 +366,11 @@ int serve_on_gpu(const Options&, const World&, const xgr::ItemTrie&, const std::
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+#if defined(__CUDACC__)
+  // Load every kernel when the context is created instead of at its first launch, which would
+  // otherwise stall whichever group first takes a new code path (unless the user chose otherwise).
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
+#endif
   try {
     World world;
     if (o.model.empty()) {
