@@ -5,14 +5,15 @@
 #   BENCH_FILTER        Google Benchmark regex (default "." = everything). The PyTorch anchors run
 #                       with it: topk_anchor.py for "." and "topk", beam_step_anchor.py for "." and
 #                       filters starting with "beam", attention_anchor.py for "." and filters
-#                       starting with "attention".
+#                       starting with "attention"; the engine benchmark (scripts/engine_bench.sh,
+#                       HF generate included) for "." and "engine".
 #   XGR_SKIP_TESTS=1    skip the `cuda` workflow and its tests (benchmark-only records, e.g. to fit
 #                       a 10-minute command: scripts/gpu-check.sh OUT beam/ with it takes ~5 min).
 #   XGR_BENCH_TIMEOUT   seconds for xgr_benchmarks (default 400).
 #
 # Writes to OUTPUT_DIR: device.txt, build.log (cuda workflow + bench build), cuda_tests.log
 # (tests + examples), xgr_benchmarks.json, benchmarks.log, torch_topk.json, torch_beam.json,
-# torch_attention.json, torch.log (the anchors' output).
+# torch_attention.json, torch.log (the anchors' output), engine/ and engine.log (the engine benchmark).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/gpu-check}
@@ -71,4 +72,13 @@ if [ "$filter" = "." ] || [ "${filter#attention}" != "$filter" ]; then
   torch_results=()
   [ -s "$out/torch_attention.json" ] && torch_results=("$out/torch_attention.json")
   python3 scripts/attention_table.py "$out/xgr_benchmarks.json" ${torch_results[@]+"${torch_results[@]}"}
+fi
+if [ "$filter" = "." ] || [ "${filter#engine}" != "$filter" ]; then
+  # The engine benchmark needs the CUDA engine binary of the cuda workflow above.
+  if [ -x build/cuda/examples/xgr_engine ]; then
+    timeout 400 scripts/engine_bench.sh build/cuda/examples/xgr_engine "$out/engine" > "$out/engine.log" 2>&1
+    echo "engine benchmark exit $?"
+  else
+    echo "engine benchmark skipped: build/cuda/examples/xgr_engine is missing (run without XGR_SKIP_TESTS)"
+  fi
 fi

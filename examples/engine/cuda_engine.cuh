@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(row_threads) step_inputs_kernel(MatrixView<con
 }  // namespace cuda_detail
 
 struct CudaEngineOptions {
-  std::size_t groups_in_flight = 3;  // pipeline slots (BaselineMode always uses 1)
+  std::size_t groups_in_flight = 2;  // pipeline slots (BaselineMode always uses 1)
   std::size_t compute_streams = 1;   // streams the groups' kernels share (0: one per group)
 };
 

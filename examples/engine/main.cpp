@@ -38,7 +38,7 @@ usage: xgr_engine [options]
                         items (prompts of 1026..2049 tokens), 256 beams
   --device D            auto (default: cuda when built with CUDA and a GPU is present), cuda or host
   --dtype T             bf16 (default) or fp16: weights, activations and KV on the GPU (fp32 accumulation)
-  --groups-in-flight N  CUDA xgr mode: groups running at once (default 3; baseline mode runs 1)
+  --groups-in-flight N  CUDA xgr mode: groups running at once (default 2; baseline mode runs 1)
   --streams N           CUDA xgr mode: streams the groups' kernels share (default 1; 0 = one per group)
   --model DIR           an HF-style folder: config.json + model.safetensors (Qwen2ForCausalLM)
   --items FILE          the catalogue: an xgr item table (text or binary, see docs/items.md)
@@ -70,7 +70,7 @@ struct Options {
   std::string model, items, prompts, save_default, json, mode = "xgr", preset, device = "auto", dtype = "bf16";
   std::vector<double> load_rates;
   double duration_s = 2.0, slo_ms = 50.0;
-  std::size_t group = 8, groups_in_flight = 3, streams = 1;
+  std::size_t group = 8, groups_in_flight = 2, streams = 1;
   std::size_t beams = 16, top = 5, users = 4, history = 16, history_min = 1, token_offset = 0;
   std::uint64_t seed = 2024;
 };
