@@ -86,23 +86,27 @@ __global__ void __launch_bounds__(row_threads) rms_norm_kernel(const float* x, c
 }
 
 // qkv [rows][q_dim + 2 kv_dim] (fp32 GEMM output) + bias -> RoPE on q and k at positions[row] -> q, k, v
-// in T. HF's rotate-half convention: dims j and j + d/2 rotate by position * theta^(-2j/d).
+// in T. HF's rotate-half convention: dims j and j + d/2 rotate by position * inverse_frequencies[j].
+// A thread owns one j and walks the heads, so each (row, j) angle's sine and cosine are computed once
+// per thread rather than once per head (they dominated this kernel). Needs head_dim / 2 <= row_threads.
 template <class T>
-__global__ void __launch_bounds__(row_threads) bias_rope_kernel(const float* qkv, const float* bias, const std::uint32_t* positions,
-                                                                std::uint32_t q_heads, std::uint32_t kv_heads, std::uint32_t head_dim,
-                                                                float theta, T* q, T* k, T* v) {
+__global__ void __launch_bounds__(row_threads) bias_rope_kernel(const float* __restrict__ qkv, const float* __restrict__ bias,
+                                                                const std::uint32_t* __restrict__ positions,
+                                                                const float* __restrict__ inverse_frequencies, std::uint32_t q_heads,
+                                                                std::uint32_t kv_heads, std::uint32_t head_dim, T* __restrict__ q,
+                                                                T* __restrict__ k, T* __restrict__ v) {
   const std::size_t row = blockIdx.x;
   const std::uint32_t half = head_dim / 2, heads = q_heads + 2 * kv_heads, width = heads * head_dim;
+  const std::uint32_t lanes_per_head = row_threads / half * half;  // threads that hold a j
+  if (threadIdx.x >= lanes_per_head) return;
+  const std::uint32_t j = threadIdx.x % half, first_head = threadIdx.x / half, head_step = row_threads / half;
   const float* in = qkv + row * width;
-  const auto position = static_cast<float>(positions[row]);
-  for (std::uint32_t work = threadIdx.x; work < heads * half; work += row_threads) {
-    const std::uint32_t head = work / half, j = work % half;
+  float s, c;
+  sincosf(static_cast<float>(positions[row]) * inverse_frequencies[j], &s, &c);
+  for (std::uint32_t head = first_head; head < heads; head += head_step) {
     const std::uint32_t column = head * head_dim + j;
     float a = in[column] + bias[column], b = in[column + half] + bias[column + half];
     if (head < q_heads + kv_heads) {  // q and k rotate, v does not
-      const float inverse_frequency = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
-      float s, c;
-      sincosf(position * inverse_frequency, &s, &c);
       const float ra = a * c - b * s, rb = b * c + a * s;
       a = ra;
       b = rb;
@@ -115,13 +119,28 @@ __global__ void __launch_bounds__(row_threads) bias_rope_kernel(const float* qkv
   }
 }
 
-// gate_up [rows][2 * inter] (gate then up) -> silu(gate) * up [rows][inter].
+// gate_up [rows][2 * inter] (gate then up) -> silu(gate) * up [rows][inter]. Eight elements per thread
+// and step as one 16-byte load of each half (inter % 8 == 0, checked by CudaModel): this kernel only
+// moves bytes, and wide loads are what reach the memory bandwidth.
 template <class T>
-__global__ void __launch_bounds__(row_threads) silu_mul_kernel(const T* gate_up, std::uint32_t inter, T* out) {
+__global__ void __launch_bounds__(row_threads) silu_mul_kernel(const T* __restrict__ gate_up, std::uint32_t inter, T* __restrict__ out) {
+  constexpr std::uint32_t width = 8;
+  struct alignas(16) Pack {
+    T value[width];
+  };
   const std::size_t row = blockIdx.x;
-  for (std::uint32_t i = threadIdx.x; i < inter; i += row_threads) {
-    const float gate = to_float(gate_up[row * 2 * inter + i]), up = to_float(gate_up[row * 2 * inter + inter + i]);
-    out[row * inter + i] = from_float<T>(gate / (1.0f + expf(-gate)) * up);
+  const auto* gate = reinterpret_cast<const Pack*>(gate_up + row * 2 * inter);
+  const auto* up = reinterpret_cast<const Pack*>(gate_up + row * 2 * inter + inter);
+  auto* target = reinterpret_cast<Pack*>(out + row * inter);
+  for (std::uint32_t i = threadIdx.x; i < inter / width; i += row_threads) {
+    const Pack g = gate[i], u = up[i];
+    Pack result;
+#pragma unroll
+    for (std::uint32_t e = 0; e < width; ++e) {
+      const float x = to_float(g.value[e]);
+      result.value[e] = from_float<T>(x / (1.0f + expf(-x)) * to_float(u.value[e]));
+    }
+    target[i] = result;
   }
 }
 
@@ -149,6 +168,17 @@ class CudaModel {
 
   CudaModel(const ModelConfig& config, const ModelWeights& weights) : config_(config) {
     validate_weights(config, weights, "CudaModel");
+    require_argument(config.head_dim == 64 || config.head_dim == 128, "CudaModel",
+                     "the device attention takes head_dim 64 or 128, the config has " + std::to_string(config.head_dim));
+    require_argument(config.intermediate_size % 8 == 0, "CudaModel",
+                     "intermediate_size must be a multiple of 8 on the device, the config has " + std::to_string(config.intermediate_size));
+    // The same float expression as the host model's RoPE, so both rotate by the same angles.
+    std::vector<float> inverse_frequencies(config.head_dim / 2);
+    for (std::size_t j = 0; j < inverse_frequencies.size(); ++j) {
+      inverse_frequencies[j] =
+          1.0f / std::pow(static_cast<float>(config.rope_theta), static_cast<float>(2 * j) / static_cast<float>(config.head_dim));
+    }
+    rope_inverse_frequencies_ = to_device(std::span<const float>(inverse_frequencies));
     embed_ = upload_as<T>({&weights.embed});
     for (const LayerWeights& w : weights.layers) {
       layers_.push_back(Layer{upload_as<float>({&w.input_norm}), upload_as<float>({&w.q_bias, &w.k_bias, &w.v_bias}),
@@ -165,6 +195,7 @@ class CudaModel {
   [[nodiscard]] const T* embed() const noexcept { return embed_.data(); }
   [[nodiscard]] const T* lm_head() const noexcept { return config_.tie_word_embeddings ? embed_.data() : lm_head_.data(); }
   [[nodiscard]] const float* final_norm() const noexcept { return final_norm_.data(); }
+  [[nodiscard]] const float* rope_inverse_frequencies() const noexcept { return rope_inverse_frequencies_.data(); }
 
  private:
   // Concatenates host tensors (rows of the same width stack) and uploads them converted to U.
@@ -179,7 +210,7 @@ class CudaModel {
 
   ModelConfig config_;
   DeviceBuffer<T> embed_, lm_head_;
-  DeviceBuffer<float> final_norm_;
+  DeviceBuffer<float> final_norm_, rope_inverse_frequencies_;
   std::vector<Layer> layers_;
 };
 
@@ -298,9 +329,8 @@ class CudaForward {
       XGR_CUDA_CHECK_LAUNCH();
       gemm(exec, h_.data(), rows, c.hidden_size, w.qkv_weight.data(), q_dim + 2 * kv_dim, qkv_.data(), 0.0f);
       cuda_detail::bias_rope_kernel<T><<<grid, cuda_detail::row_threads, 0, exec.stream>>>(
-          qkv_.data(), w.qkv_bias.data(), positions, static_cast<std::uint32_t>(c.num_attention_heads),
-          static_cast<std::uint32_t>(c.num_key_value_heads), static_cast<std::uint32_t>(c.head_dim), static_cast<float>(c.rope_theta), q_.data(),
-          k_.data(), v_.data());
+          qkv_.data(), w.qkv_bias.data(), positions, model_.rope_inverse_frequencies(), static_cast<std::uint32_t>(c.num_attention_heads),
+          static_cast<std::uint32_t>(c.num_key_value_heads), static_cast<std::uint32_t>(c.head_dim), q_.data(), k_.data(), v_.data());
       XGR_CUDA_CHECK_LAUNCH();
       attend(l, std::span<const T>(q_.data(), rows * q_dim), std::span<const T>(k_.data(), rows * kv_dim),
              std::span<const T>(v_.data(), rows * kv_dim), std::span<T>(attended_.data(), rows * q_dim));

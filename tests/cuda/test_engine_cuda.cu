@@ -221,4 +221,11 @@ TEST_CASE("CudaModel rejects weights that do not fit the config") {
   ModelWeights weights = xgr::engine::random_weights(config, 3);
   weights.layers[1].down_weight.pop_back();
   CHECK_THROWS_AS(CudaModel<xgr::bfloat16>(config, weights), xgr::Error);
+  // What the device kernels do not take: a head_dim other than 64 or 128, an intermediate size that
+  // is not a multiple of 8.
+  const ModelConfig odd_heads = config_of(16, 4, 2, 96, true);
+  CHECK_THROWS_AS(CudaModel<xgr::bfloat16>(odd_heads, xgr::engine::random_weights(odd_heads, 3)), xgr::Error);
+  ModelConfig odd_intermediate = config;
+  odd_intermediate.intermediate_size = 100;
+  CHECK_THROWS_AS(CudaModel<xgr::half>(odd_intermediate, xgr::engine::random_weights(odd_intermediate, 3)), xgr::Error);
 }
