@@ -2,7 +2,7 @@
 //
 // The same fixed-step loop as engine.hpp (admit, prefill, L beam-search levels, finalize, release),
 // with every step on the GPU and no host round-trip between levels: the beam searcher's tokens and
-// ancestry feed the next decode step on the device. A group runs as four StreamPipeline stages:
+// ancestry feed the next decode step on the device. A group runs as five StreamPipeline stages:
 //
 //   admit      host    KvPool admission; prompt tokens, positions and per-row metadata packed into
 //                      the group's pinned staging buffer
