@@ -154,6 +154,9 @@ Options parse(int argc, char** argv) {
   if (o.history == 0) fail("--history must be at least 1");
   if (o.history_min == 0 || o.history_min > o.history) fail("--history-min must be in 1..--history");
   if (o.device != "auto" && o.device != "cuda" && o.device != "host") fail("--device is auto, cuda or host, got '" + o.device + "'");
+#if !defined(__CUDACC__)
+  if (o.device == "cuda") fail("--device cuda: this binary was built without CUDA");
+#endif
   if (o.dtype != "bf16" && o.dtype != "fp16") fail("--dtype is bf16 or fp16, got '" + o.dtype + "'");
   if (o.groups_in_flight == 0) fail("--groups-in-flight must be at least 1");
   return o;
@@ -352,10 +355,7 @@ int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie
   return serve_on_gpu<xgr::bfloat16>(o, world, trie, offsets, limits);
 }
 #else
-bool use_cuda(const Options& o) {
-  if (o.device == "cuda") fail("--device cuda: this binary was built without CUDA");
-  return false;
-}
+bool use_cuda(const Options&) { return false; }  // parse() rejected --device cuda
 
 int serve_on_gpu(const Options&, const World&, const xgr::ItemTrie&, const std::vector<std::uint32_t>&, const xgr::engine::EngineLimits&) {
   return 1;  // unreachable: use_cuda is false without CUDA
