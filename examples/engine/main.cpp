@@ -284,6 +284,7 @@ int run_load(const Options& o, const World& world, Engine& engine) {
   // Warm-up, untimed: a group of every size the load can form, so that the first use of each code
   // path (kernel variants chosen by shape, cuBLAS's heuristics, first touches of memory) does not
   // land in a measured tail latency.
+  std::fprintf(stderr, "warming up: a group of each size 1..%zu...\n", o.group);
   std::mt19937_64 warm_rng(o.seed ^ 0x5eed);
   for (std::size_t size = 1; size <= o.group; ++size) {
     std::vector<xgr::engine::Request> warm;
@@ -374,6 +375,7 @@ int main(int argc, char** argv) {
   try {
     World world;
     if (o.model.empty()) {
+      if (!o.preset.empty()) std::fprintf(stderr, "building the %s model and catalogue...\n", o.preset.c_str());
       world = default_world(o);
       std::printf("default model: %zu layers, hidden %zu, %zu/%zu heads of %zu, vocab %zu; catalogue of %zu items (seed %llu)\n",
                   world.config.num_hidden_layers, world.config.hidden_size, world.config.num_attention_heads, world.config.num_key_value_heads,
