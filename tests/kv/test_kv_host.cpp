@@ -595,6 +595,52 @@ TEST_CASE("copy-on-fork costs at least B/2 times KvPool's memory per request at 
   }
 }
 
+TEST_CASE("copy-on-fork stats count every beam's pages of every admitted request") {
+  std::mt19937_64 rng = xgr::test::make_rng(806);
+  for (int trial = 0; trial < 50; ++trial) {
+    const KvShape shape{pick(rng, 1, 3), pick(rng, 1, 4), rng() % 2 ? std::size_t{64} : std::size_t{128}};
+    xgr::CopyOnForkConfig config;
+    config.shape = shape;
+    config.page_tokens = 64 * pick(rng, 1, 2);
+    config.pages = pick(rng, 20, 200);
+    config.max_requests = pick(rng, 1, 6);
+    config.max_prompt_tokens = pick(rng, 1, 300);
+    config.max_beams = pick(rng, 1, 8);
+    config.max_steps = pick(rng, 1, 4);
+    Cow<float> cache(config);
+    INFO("trial " << trial);
+    const std::size_t page_bytes = config.page_tokens * 2 * shape.layers * shape.kv_heads * shape.head_dim * sizeof(float);
+    CHECK(cache.stats().pages == config.pages);
+    CHECK(cache.stats().page_bytes == page_bytes);
+    CHECK(cache.stats().kv_bytes == config.pages * page_bytes);
+    CHECK(cache.stats().kv_bytes == cache.kv_bytes());
+    CHECK(cache.stats().scratch_bytes == config.max_requests * config.max_beams * config.max_steps * page_bytes / config.page_tokens);
+    CHECK(cache.stats().metadata_bytes > 0);
+    std::vector<std::pair<KvRequest, std::size_t>> admitted;  // handle, pages it holds
+    std::size_t expected_pages = 0;
+    for (int op = 0; op < 30; ++op) {
+      if (!admitted.empty() && rng() % 3 == 0) {
+        const std::size_t victim = rng() % admitted.size();
+        cache.release(admitted[victim].first);
+        expected_pages -= admitted[victim].second;
+        admitted.erase(admitted.begin() + static_cast<std::ptrdiff_t>(victim));
+      } else {
+        const std::size_t prompt = pick(rng, 1, config.max_prompt_tokens), beams = pick(rng, 1, config.max_beams);
+        if (const std::optional<KvRequest> request = cache.try_admit({prompt, beams})) {
+          const std::size_t pages = beams * pages_for(prompt + config.max_steps, config.page_tokens);
+          admitted.emplace_back(*request, pages);
+          expected_pages += pages;
+        }
+      }
+      const xgr::CopyOnForkStats stats = cache.stats();
+      CHECK(stats.used_pages == expected_pages);
+      CHECK(stats.used_pages + cache.free_pages() == config.pages);
+      CHECK(stats.active_requests == admitted.size());
+      CHECK(stats.max_requests == config.max_requests);
+    }
+  }
+}
+
 // ---- host attention ----------------------------------------------------------------------------------
 
 namespace {

@@ -35,6 +35,18 @@ struct CopyOnForkConfig {
   std::size_t max_steps = 1;
 };
 
+// Memory accounting of the copy-on-fork cache, the counterpart of KvPoolStats.
+struct CopyOnForkStats {
+  std::size_t pages = 0;            // pages of the cache
+  std::size_t used_pages = 0;       // held by admitted requests: beams x pages per beam each
+  std::size_t max_requests = 0;
+  std::size_t active_requests = 0;
+  std::size_t page_bytes = 0;       // KV bytes of one page (all layers)
+  std::size_t kv_bytes = 0;         // the whole allocation of KV
+  std::size_t scratch_bytes = 0;    // reorder staging
+  std::size_t metadata_bytes = 0;   // page tables, prompt lengths and beam widths
+};
+
 // Kernel view: token t of beam b of request `slot` (t < prompt + steps) lives in page
 // page_table[(slot * max_beams + b) * pages_per_beam + t / page_tokens], page-major blocks.
 template <class T>
@@ -151,6 +163,20 @@ class CopyOnForkKvCache {
   }
   [[nodiscard]] std::size_t free_pages() const noexcept { return free_pages_.size(); }
   [[nodiscard]] std::size_t kv_bytes() const noexcept { return kv_.bytes(); }
+
+  // O(1): counted from the free lists.
+  [[nodiscard]] CopyOnForkStats stats() const noexcept {
+    CopyOnForkStats s;
+    s.pages = config_.pages;
+    s.used_pages = config_.pages - free_pages_.size();
+    s.max_requests = config_.max_requests;
+    s.active_requests = config_.max_requests - free_slots_.size();
+    s.page_bytes = config_.page_tokens * token_elements() * sizeof(T);
+    s.kv_bytes = kv_.bytes();
+    s.scratch_bytes = scratch_.bytes();
+    s.metadata_bytes = table_size_ * sizeof(std::uint32_t);
+    return s;
+  }
 
   template <class Exec>
   void publish(Exec exec) {
