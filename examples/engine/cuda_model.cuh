@@ -263,10 +263,7 @@ class CudaForward {
       attention::prefill(exec, cache, batch, layer, options(), q, k, v, out);
     });
     const ModelConfig& c = model_.config();
-    cuda_detail::rms_norm_kernel<T><<<b.count, cuda_detail::row_threads, 0, exec.stream>>>(
-        x_.data(), last_rows, model_.final_norm(), static_cast<std::uint32_t>(c.hidden_size), eps(), h_.data());
-    XGR_CUDA_CHECK_LAUNCH();
-    gemm(exec, h_.data(), b.count, c.hidden_size, model_.lm_head(), c.vocab_size, prompt_logits_.data(), 0.0f);
+    lm_head(exec, b.count, last_rows, prompt_logits_.data());
     cuda_detail::scatter_rows_kernel<<<b.count, cuda_detail::row_threads, 0, exec.stream>>>(
         prompt_logits_.data(), b.beam_begin, static_cast<std::uint32_t>(c.vocab_size), logits_.data());
     XGR_CUDA_CHECK_LAUNCH();
@@ -279,11 +276,7 @@ class CudaForward {
   void decode(exec::cuda exec, std::size_t rows, const std::uint32_t* tokens, const std::uint32_t* positions, Attend&& attend) {
     require_rows(rows, max_beam_rows_, "beam rows");
     forward(exec, rows, tokens, positions, attend);
-    const ModelConfig& c = model_.config();
-    cuda_detail::rms_norm_kernel<T><<<static_cast<unsigned>(rows), cuda_detail::row_threads, 0, exec.stream>>>(
-        x_.data(), nullptr, model_.final_norm(), static_cast<std::uint32_t>(c.hidden_size), eps(), h_.data());
-    XGR_CUDA_CHECK_LAUNCH();
-    gemm(exec, h_.data(), rows, c.hidden_size, model_.lm_head(), c.vocab_size, logits_.data(), 0.0f);
+    lm_head(exec, rows, nullptr, logits_.data());
   }
 
   [[nodiscard]] attention::Options options() const { return {model_.config().num_attention_heads}; }
@@ -310,6 +303,15 @@ class CudaForward {
                                            static_cast<int>(k), &beta, out, cuda_detail::cuda_type<Out>(), static_cast<int>(n),
                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                               "cublasGemmEx");
+  }
+
+  // out[r] = rms_norm(x[source_rows ? source_rows[r] : r]) Wlm^T: the final norm and the LM head.
+  void lm_head(exec::cuda exec, std::size_t rows, const std::uint32_t* source_rows, float* out) {
+    const ModelConfig& c = model_.config();
+    cuda_detail::rms_norm_kernel<T><<<static_cast<unsigned>(rows), cuda_detail::row_threads, 0, exec.stream>>>(
+        x_.data(), source_rows, model_.final_norm(), static_cast<std::uint32_t>(c.hidden_size), eps(), h_.data());
+    XGR_CUDA_CHECK_LAUNCH();
+    gemm(exec, h_.data(), rows, c.hidden_size, model_.lm_head(), c.vocab_size, out, 0.0f);
   }
 
   template <class Attend>
