@@ -58,6 +58,7 @@ __global__ void __launch_bounds__(row_threads) step_inputs_kernel(MatrixView<con
 struct CudaEngineOptions {
   std::size_t groups_in_flight = 2;  // pipeline slots (BaselineMode always uses 1)
   std::size_t compute_streams = 1;   // streams the groups' kernels share (0: one per group)
+  bool decode_graphs = true;         // replay the decode rounds from CUDA graphs (BaselineMode never does)
 };
 
 template <class Mode = XgrMode, class T = bfloat16>
@@ -77,6 +78,7 @@ class CudaEngine {
         levels_(trie.levels()),
         device_trie_(trie, exec::cuda{}),
         beam_config_(detail::beam_config(model.config().vocab_size, limits, std::move(level_token_offsets))),
+        decode_graphs_(Mode::decode_graphs && options.decode_graphs && graph_buckets_fit(limits)),
         pipeline_(pipeline_options(options), [&](std::size_t) { return std::make_unique<Group>(*this); }) {
     (void)attention::detail::wgmma::available();  // the one-time probe syncs; keep it out of the stages
     XGR_CUDA_CHECK(cudaDeviceSynchronize());
@@ -213,9 +215,11 @@ class CudaEngine {
     pipeline_.connect(admit, prefill);
     StageId last = prefill;
     if (levels_ > 1) {
+      DeviceStageOptions<Slot> decode_options{.lane = 0, .rounds = static_cast<int>(levels_ - 1)};
+      if (decode_graphs_) decode_options.graph_bucket = [this](const Slot& g) { return decode_bucket(*g); };
       const StageId decode = pipeline_.add_device_stage(
           "decode", [this](Slot& g, const BatchInfo& info, exec::cuda e) { stage_decode(*g, static_cast<std::size_t>(info.round) + 1, e); },
-          {.lane = 0, .rounds = static_cast<int>(levels_ - 1)});
+          decode_options);
       pipeline_.connect(prefill, decode);
       last = decode;
     }
@@ -263,6 +267,8 @@ class CudaEngine {
   // Level `level` >= 1: the tokens chosen at level - 1 go through the model at decode step level - 1.
   void stage_decode(Group& g, std::size_t level, exec::cuda e) {
     const std::size_t step = level - 1;
+    // Level 0 ran in prefill. A capture that failed part-way may have run host steps; start over.
+    if (level == 1) g.searcher.resume_at(1);
     if constexpr (Mode::copy_on_fork) {
       kv::reorder(e, g.cache, g.batch, g.searcher.parents(step));  // copies the parents' decode KV
     } else {
@@ -286,7 +292,29 @@ class CudaEngine {
     g.searcher.step(e, logits(g));
   }
 
+  // The decode rounds' CUDA-graph bucket: every value their kernel arguments carry that differs from
+  // group to group. The rest lives in the group's device memory, written before the rounds run:
+  // prompt lengths and page tables (KvPool metadata), each request's rows and width (the batch
+  // description, the searcher's row layout), the chosen tokens. What remains by value is the request
+  // count, the beam rows (GEMM sizes, grids), the widest request (the selection's k, grids) and the
+  // staged attention's prompt split count (a function of rows and, for small groups only, of the
+  // longest prompt). Prompt lengths do not enter, so with a few beam widths groups fall into few
+  // buckets: sizes 1..n times the mixes of widths.
+  static bool graph_buckets_fit(const EngineLimits& l) {
+    return l.max_group_requests < (1u << 16) && l.max_beams < (1u << 16) && l.max_group_requests * l.max_beams < (1u << 24);
+  }
+  [[nodiscard]] std::uint64_t decode_bucket(const Group& g) const {
+    const KvBatchView& b = g.batch.view();
+    const ModelConfig& c = model_.config();
+    const int splits = attention::decode_splits(b, c.num_key_value_heads, c.num_attention_heads / c.num_key_value_heads,
+                                                g.decode_limits.max_splits);
+    return std::uint64_t{b.count} | std::uint64_t{b.max_beams} << 16 | std::uint64_t{b.total_beams} << 32 |
+           static_cast<std::uint64_t>(splits) << 56;
+  }
+
   void stage_finalize(Group& g, exec::cuda e) {
+    // A decode stage replayed from a graph ran its searcher steps without calling step().
+    if (decode_graphs_) g.searcher.resume_at(levels_);
     const std::size_t rows = g.batch.view().total_beams, requests = g.requests.size();
     g.searcher.finalize(e, {MatrixView<std::uint32_t>{g.codes.data(), rows, levels_, levels_}, g.scores.span().first(rows),
                             g.item_ids.span().first(rows), g.item_counts.span().first(rows), g.counts.span().first(requests)});
@@ -324,6 +352,7 @@ class CudaEngine {
   std::size_t levels_;
   DeviceItemTrie device_trie_;
   BeamConfig beam_config_;
+  bool decode_graphs_;
   StreamPipeline<Slot, exec::cuda> pipeline_;
 };
 

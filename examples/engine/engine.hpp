@@ -61,6 +61,7 @@ struct XgrMode {
   using Filter = beam::SparseTrieFilter;
   static constexpr bool copy_on_fork = false;
   static constexpr bool overlap_groups = true;  // CUDA engine: several groups in flight
+  static constexpr bool decode_graphs = true;   // CUDA engine: decode rounds replayed from CUDA graphs
   static constexpr const char* name = "xgr";
 };
 struct BaselineMode {
@@ -70,6 +71,7 @@ struct BaselineMode {
   using Filter = beam::DenseMaskFilter;
   static constexpr bool copy_on_fork = true;
   static constexpr bool overlap_groups = false;
+  static constexpr bool decode_graphs = false;
   static constexpr const char* name = "baseline";
 };
 

@@ -40,6 +40,8 @@ usage: xgr_engine [options]
   --dtype T             bf16 (default) or fp16: weights, activations and KV on the GPU (fp32 accumulation)
   --groups-in-flight N  CUDA xgr mode: groups running at once (default 2; baseline mode runs 1)
   --streams N           CUDA xgr mode: streams the groups' kernels share (default 1; 0 = one per group)
+  --graphs on|off       CUDA xgr mode: replay the decode rounds from CUDA graphs, one per shape
+                        bucket (default on; baseline mode never does)
   --model DIR           an HF-style folder: config.json + model.safetensors (Qwen2ForCausalLM)
   --items FILE          the catalogue: an xgr item table (text or binary, see docs/items.md)
   --prompts FILE        one request per line: its prompt as token ids separated by spaces
@@ -67,7 +69,7 @@ levels before l (N from --token-offset). Output: one line per item, "request R r
 )";
 
 struct Options {
-  std::string model, items, prompts, save_default, json, mode = "xgr", preset, device = "auto", dtype = "bf16";
+  std::string model, items, prompts, save_default, json, mode = "xgr", preset, device = "auto", dtype = "bf16", graphs = "on";
   std::vector<double> load_rates;
   double duration_s = 2.0, slo_ms = 50.0;
   std::size_t group = 8, groups_in_flight = 2, streams = 1;
@@ -129,6 +131,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--dtype") o.dtype = value;
     else if (flag == "--groups-in-flight") o.groups_in_flight = number(flag, value);
     else if (flag == "--streams") o.streams = number(flag, value);
+    else if (flag == "--graphs") o.graphs = value;
     else if (flag == "--seed") o.seed = number(flag, value);
     else if (flag == "--load") o.load_rates = rates(flag, value);
     else if (flag == "--duration") o.duration_s = positive(flag, value);
@@ -159,6 +162,7 @@ Options parse(int argc, char** argv) {
 #endif
   if (o.dtype != "bf16" && o.dtype != "fp16") fail("--dtype is bf16 or fp16, got '" + o.dtype + "'");
   if (o.groups_in_flight == 0) fail("--groups-in-flight must be at least 1");
+  if (o.graphs != "on" && o.graphs != "off") fail("--graphs is on or off, got '" + o.graphs + "'");
   return o;
 }
 
@@ -266,6 +270,49 @@ xgr::engine::LoadReport load_once(xgr::engine::CudaEngine<Mode, T>& engine, cons
 }
 #endif
 
+// Warm-up, untimed, so that the first use of each code path (kernel variants chosen by shape,
+// cuBLAS's heuristics, first touches of memory, the capture of a decode graph) does not land in a
+// measured tail latency. The host engine: a group of every size the load can form.
+template <class Mode, class MakeRequest>
+void warm_up(const Options& o, xgr::engine::HostEngine<Mode>& engine, MakeRequest& make_request) {
+  std::fprintf(stderr, "warming up: a group of each size 1..%zu...\n", o.group);
+  std::mt19937_64 rng(o.seed ^ 0x5eed);
+  for (std::size_t size = 1; size <= o.group; ++size) {
+    std::vector<xgr::engine::Request> warm;
+    for (std::size_t i = 0; i < size; ++i) warm.push_back(make_request(rng));
+    (void)engine.serve(warm);
+  }
+}
+
+#if defined(__CUDACC__)
+// The CUDA engine: a group of every size and every mix of the two beam widths (the decode graph
+// buckets the load forms, up to the attention split count of small groups), submitted once per
+// slot at a time so that every slot captures its own graphs.
+template <class Mode, class T, class MakeRequest>
+void warm_up(const Options& o, xgr::engine::CudaEngine<Mode, T>& engine, MakeRequest& make_request) {
+  const std::size_t slots = Mode::overlap_groups ? o.groups_in_flight : 1;
+  std::fprintf(stderr, "warming up: groups of each size 1..%zu and mix of beam widths, on %zu slots...\n", o.group, slots);
+  std::mt19937_64 rng(o.seed ^ 0x5eed);
+  for (std::size_t size = 1; size <= o.group; ++size) {
+    for (std::size_t wide = 0; wide <= size; ++wide) {
+      std::vector<xgr::engine::Request> group;
+      for (std::size_t i = 0; i < size; ++i) {
+        group.push_back(make_request(rng));
+        group.back().beams = i < wide ? o.beams : std::max<std::size_t>(1, o.beams / 2);
+      }
+      std::exception_ptr failure;
+      for (std::size_t s = 0; s < slots; ++s) {
+        engine.submit([&] { return group; }, [&failure, s](std::vector<xgr::engine::Response>&, std::exception_ptr error) {
+          if (s == 0 && error) failure = error;  // the groups are identical: one's error is every one's
+        });
+      }
+      engine.drain();
+      if (failure) std::rethrow_exception(failure);
+    }
+  }
+}
+#endif
+
 // Open-loop load at each rate: random histories of the catalogue's items, beam widths B or B/2.
 template <class Engine>
 int run_load(const Options& o, const World& world, Engine& engine) {
@@ -281,16 +328,7 @@ int run_load(const Options& o, const World& world, Engine& engine) {
     request.beams = rng() % 2 == 0 ? o.beams : std::max<std::size_t>(1, o.beams / 2);
     return request;
   };
-  // Warm-up, untimed: a group of every size the load can form, so that the first use of each code
-  // path (kernel variants chosen by shape, cuBLAS's heuristics, first touches of memory) does not
-  // land in a measured tail latency.
-  std::fprintf(stderr, "warming up: a group of each size 1..%zu...\n", o.group);
-  std::mt19937_64 warm_rng(o.seed ^ 0x5eed);
-  for (std::size_t size = 1; size <= o.group; ++size) {
-    std::vector<xgr::engine::Request> warm;
-    for (std::size_t i = 0; i < size; ++i) warm.push_back(make_request(warm_rng));
-    (void)engine.serve(warm);
-  }
+  warm_up(o, engine, make_request);
   std::vector<xgr::engine::LoadReport> reports;
   std::fputs(xgr::engine::report_table_header().c_str(), stdout);
   for (std::size_t i = 0; i < o.load_rates.size(); ++i) {
@@ -303,6 +341,12 @@ int run_load(const Options& o, const World& world, Engine& engine) {
     std::ofstream out(o.json);
     out << xgr::engine::report_json(reports);
     if (!out) throw xgr::Error(xgr::ErrorKind::io, "xgr_engine --json", "cannot write " + o.json);
+  }
+  if constexpr (requires { engine.stats().graph_launches; }) {
+    const xgr::PipelineStats stats = engine.stats();
+    std::printf("decode rounds: %llu groups replayed from CUDA graphs, %llu launched plainly; %llu graphs captured, %llu not capturable\n",
+                static_cast<unsigned long long>(stats.graph_launches), static_cast<unsigned long long>(stats.device_launches),
+                static_cast<unsigned long long>(stats.graph_captures), static_cast<unsigned long long>(stats.graph_fallbacks));
   }
   return 0;
 }
@@ -339,9 +383,10 @@ int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie
                  const xgr::engine::EngineLimits& limits) {
   cudaDeviceProp properties{};
   XGR_CUDA_CHECK(cudaGetDeviceProperties(&properties, 0));
-  std::printf("running on %s (%s, %s mode)\n", properties.name, o.dtype.c_str(), o.mode.c_str());
+  std::printf("running on %s (%s, %s mode%s)\n", properties.name, o.dtype.c_str(), o.mode.c_str(),
+              o.mode == "xgr" && o.graphs == "on" ? ", decode graphs" : "");
   const xgr::engine::CudaModel<T> model(world.config, world.weights);
-  const xgr::engine::CudaEngineOptions options{o.groups_in_flight, o.streams};
+  const xgr::engine::CudaEngineOptions options{o.groups_in_flight, o.streams, o.graphs == "on"};
   if (o.mode == "baseline") {
     xgr::engine::CudaEngine<xgr::engine::BaselineMode, T> engine(model, trie, offsets, limits, options);
     return serve(o, world, engine);

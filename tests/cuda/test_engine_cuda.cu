@@ -186,6 +186,80 @@ TEST_CASE("the CUDA engine returns the host engine's items on a catalogue its be
   run_against_host<xgr::half>(0.04, "fp16");
 }
 
+TEST_CASE("decode rounds replayed from CUDA graphs, one per shape bucket, give the plain launches' results") {
+  auto rng = xgr::test::make_rng(1203);
+  const std::size_t vocab = 20;
+  World world = random_world(rng, 40, vocab, 64);
+  const xgr::ItemTrie trie = xgr::build_item_trie(world.table);
+  const ModelConfig config = config_of(vocab, 8, 2, 128, false);
+  const CudaModel<xgr::bfloat16> model(config, xgr::engine::random_weights(config, rng(), 0.1f));
+  const xgr::engine::EngineLimits limits{4, 64, 1100, 64};
+  CudaEngine<XgrMode, xgr::bfloat16> graphs(model, trie, world.offsets, limits, {2, 1, true});
+  CudaEngine<XgrMode, xgr::bfloat16> plain(model, trie, world.offsets, limits, {2, 1, false});
+
+  // Groups of 1..4 requests; each size has a fixed mix of beam widths (so its bucket repeats, up to
+  // the attention split count that the longest prompt picks for small groups), with fresh prompts of
+  // 1..1100 tokens every time. All submitted at once: two groups in flight, graphs of both slots.
+  std::vector<std::vector<Request>> groups;
+  std::uniform_int_distribution<std::size_t> length(1, 1100);
+  for (int repeat = 0; repeat < 4; ++repeat) {
+    for (std::size_t size = 1; size <= 4; ++size) {
+      std::vector<Request> group;
+      for (std::size_t i = 0; i < size; ++i) {
+        std::vector<std::uint32_t> prompt(length(rng));
+        for (std::uint32_t& t : prompt) t = static_cast<std::uint32_t>(rng() % vocab);
+        group.push_back({prompt, std::size_t{64} >> ((i + size) % 3)});
+      }
+      groups.push_back(std::move(group));
+    }
+  }
+  auto serve_all = [&](auto& engine) {
+    std::vector<std::vector<Response>> results(groups.size());
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      engine.submit([&, g] { return groups[g]; },
+                    [&, g](std::vector<Response>& responses, std::exception_ptr error) {
+                      if (!error) results[g] = std::move(responses);
+                    });
+    }
+    engine.drain();
+    return results;
+  };
+  const auto want = serve_all(plain);
+  const auto got = serve_all(graphs);
+  const auto again = serve_all(graphs);  // every bucket replayed
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    CAPTURE(g);
+    REQUIRE(want[g].size() == groups[g].size());
+    for (const Response& response : want[g]) CHECK(!response.items.empty());
+    CHECK(identical(got[g], want[g]));
+    CHECK(identical(again[g], want[g]));
+  }
+  const xgr::PipelineStats with = graphs.stats(), without = plain.stats();
+  CHECK(with.graph_fallbacks == 0);
+  CHECK(with.graph_captures > 0);
+  CHECK(with.graph_launches == 2 * groups.size());
+  CHECK(with.device_launches > 0);  // prefill and finalize are never graphs
+  CHECK(without.graph_launches == 0);
+  CHECK(without.graph_captures == 0);
+
+  // One slot: the second pass meets only buckets the first captured, and replays them all.
+  CudaEngine<XgrMode, xgr::bfloat16> one_slot(model, trie, world.offsets, limits, {1, 1, true});
+  const auto first = serve_all(one_slot);
+  const xgr::PipelineStats after_first = one_slot.stats();
+  const auto second = serve_all(one_slot);
+  const xgr::PipelineStats after_second = one_slot.stats();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    CAPTURE(g);
+    CHECK(identical(first[g], want[g]));
+    CHECK(identical(second[g], want[g]));
+  }
+  CHECK(after_first.graph_captures <= groups.size());
+  CHECK(after_second.graph_captures == after_first.graph_captures);
+  CHECK(after_second.graph_launches == 2 * groups.size());
+  CHECK(after_second.graph_fallbacks == 0);
+  std::printf("decode graphs: %llu buckets among %zu groups\n", static_cast<unsigned long long>(after_first.graph_captures), groups.size());
+}
+
 TEST_CASE("the CUDA engine rejects bad requests and goes on serving") {
   auto rng = xgr::test::make_rng(1202);
   const World world = random_world(rng, 20, 16, 8);

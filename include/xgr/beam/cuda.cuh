@@ -413,6 +413,19 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     ++step_;
   }
 
+  // Sets the host side of the batch to `steps_done` steps after begin(): the level the next step()
+  // decodes and the parity of the double-buffered beam state, the only host values step() changes.
+  // For steps whose kernels reached the stream some other way — a CUDA graph captured from step()
+  // calls on this searcher for a batch of the same shape (request count, row count, widest request),
+  // then replayed — and for re-enqueueing steps whose first enqueue was abandoned.
+  void resume_at(std::size_t steps_done) {
+    require_argument(request_count() > 0 && steps_done <= levels(), "BeamSearcher::resume_at",
+                     "step " + std::to_string(steps_done) + " of a batch of " + std::to_string(levels()) + " levels" +
+                         (request_count() == 0 ? " before begin()" : ""));
+    step_ = steps_done;
+    parity_ = static_cast<int>(steps_done & 1);
+  }
+
   // Writes every request's results into device views (all levels must be decoded). One launch.
   void finalize(exec::cuda exec, const BeamResults& out) const {
     beam::detail::validate_results(out, slot_count(), request_count(), levels(), step_);
