@@ -2,10 +2,12 @@
 //
 // Weights live once on the device (CudaModel, shared by every group in flight); everything a running
 // group writes lives in its own CudaForward (activations, cuBLAS handle and workspace), so several
-// groups can run at once on different streams. Precision, as in HF's bf16 inference:
+// groups can run at once on different streams. Precision, as in HF's bf16 inference (T = bf16 or
+// fp16); T = float is the precision path, every value in fp32, for agreement with a float32 reference
+// such as HF's default (GEMMs in full fp32, no TF32; attention on the CUDA cores):
 //
 //   residual stream x           fp32 [rows][hidden]
-//   rms_norm(x) -> h            T (bf16 or fp16), fp32 arithmetic
+//   rms_norm(x) -> h            T, fp32 arithmetic
 //   h Wqkv^T                    one cuBLAS GEMM against the concatenated [q; k; v] weight, fp32 out;
 //                               bias + RoPE in fp32, then q, k, v rounded to T (the KV cache is T)
 //   attention                   xgr::attention (prefill, staged decode or the copy-on-fork baseline)
@@ -70,7 +72,7 @@ template <class T>
 __global__ void __launch_bounds__(row_threads) embed_kernel(const std::uint32_t* tokens, const T* embed, std::uint32_t hidden, float* x) {
   const std::size_t row = blockIdx.x;
   const T* source = embed + std::size_t{tokens[row]} * hidden;
-  for (std::uint32_t i = threadIdx.x; i < hidden; i += row_threads) x[row * hidden + i] = to_float(source[i]);
+  for (std::uint32_t i = threadIdx.x; i < hidden; i += row_threads) x[row * hidden + i] = xgr::to_float(source[i]);
 }
 
 // out[r] = weight * x[source_rows ? source_rows[r] : r] / sqrt(mean square + eps), rounded to T once.
@@ -137,8 +139,8 @@ __global__ void __launch_bounds__(row_threads) silu_mul_kernel(const T* __restri
     Pack result;
 #pragma unroll
     for (std::uint32_t e = 0; e < width; ++e) {
-      const float x = to_float(g.value[e]);
-      result.value[e] = from_float<T>(x / (1.0f + expf(-x)) * to_float(u.value[e]));
+      const float x = xgr::to_float(g.value[e]);
+      result.value[e] = from_float<T>(x / (1.0f + expf(-x)) * xgr::to_float(u.value[e]));
     }
     target[i] = result;
   }
@@ -154,11 +156,12 @@ __global__ void __launch_bounds__(row_threads) scatter_rows_kernel(const float* 
 
 }  // namespace cuda_detail
 
-// The model's weights on the device (T = bfloat16 or half), converted once from ModelWeights. Matrices
-// in T, norms and biases in fp32; q/k/v and gate/up concatenated so that each is one GEMM.
+// The model's weights on the device (T = bfloat16, half or float), converted once from ModelWeights.
+// Matrices in T, norms and biases in fp32; q/k/v and gate/up concatenated so that each is one GEMM.
 template <class T>
 class CudaModel {
-  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, half>, "CudaModel runs in bfloat16 or half");
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, half> || std::is_same_v<T, float>,
+                "CudaModel runs in bfloat16, half or float");
 
  public:
   struct Layer {

@@ -37,7 +37,8 @@ usage: xgr_engine [options]
                         of 128, intermediate 3072, codes 3 x 8192, 10^6 items, histories of 342..683
                         items (prompts of 1026..2049 tokens), 256 beams
   --device D            auto (default: cuda when built with CUDA and a GPU is present), cuda or host
-  --dtype T             bf16 (default) or fp16: weights, activations and KV on the GPU (fp32 accumulation)
+  --dtype T             bf16 (default), fp16 or fp32: weights, activations and KV on the GPU (fp32
+                        accumulation); fp32 is the precision path (no tensor cores in attention)
   --groups-in-flight N  CUDA xgr mode: groups running at once (default 2; baseline mode runs 1)
   --streams N           CUDA xgr mode: streams the groups' kernels share (default 1; 0 = one per group)
   --graphs on|off       CUDA xgr mode: replay the decode rounds from CUDA graphs, one per shape
@@ -160,7 +161,7 @@ Options parse(int argc, char** argv) {
 #if !defined(__CUDACC__)
   if (o.device == "cuda") fail("--device cuda: this binary was built without CUDA");
 #endif
-  if (o.dtype != "bf16" && o.dtype != "fp16") fail("--dtype is bf16 or fp16, got '" + o.dtype + "'");
+  if (o.dtype != "bf16" && o.dtype != "fp16" && o.dtype != "fp32") fail("--dtype is bf16, fp16 or fp32, got '" + o.dtype + "'");
   if (o.groups_in_flight == 0) fail("--groups-in-flight must be at least 1");
   if (o.graphs != "on" && o.graphs != "off") fail("--graphs is on or off, got '" + o.graphs + "'");
   return o;
@@ -398,6 +399,7 @@ int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie
 int serve_on_gpu(const Options& o, const World& world, const xgr::ItemTrie& trie, const std::vector<std::uint32_t>& offsets,
                  const xgr::engine::EngineLimits& limits) {
   if (o.dtype == "fp16") return serve_on_gpu<xgr::half>(o, world, trie, offsets, limits);
+  if (o.dtype == "fp32") return serve_on_gpu<float>(o, world, trie, offsets, limits);
   return serve_on_gpu<xgr::bfloat16>(o, world, trie, offsets, limits);
 }
 #else

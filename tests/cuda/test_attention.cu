@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "support/random.hpp"
@@ -59,6 +61,16 @@ double relative_error(std::span<const T> out, std::span<const T> ref, std::size_
     norm += r * r;
   }
   return std::sqrt(diff / norm);
+}
+
+// All-ones bits: NaN in bf16, fp16 and float alike (what poison() writes on the device).
+template <class T>
+T all_ones_nan() {
+  if constexpr (std::is_same_v<T, float>) {
+    return std::numeric_limits<float>::quiet_NaN();
+  } else {
+    return T::from_bits(0xffff);
+  }
 }
 
 template <class T>
@@ -111,9 +123,9 @@ struct Pools {
         device_cow(cow_config), host_batch(config.max_requests), device_batch(config.max_requests), host_cow_batch(config.max_requests),
         device_cow_batch(config.max_requests) {
     // Same NaN poison on both sides: pages and slots nobody writes must never be read.
-    std::fill(host.kv_storage().begin(), host.kv_storage().end(), T::from_bits(0xffff));
+    std::fill(host.kv_storage().begin(), host.kv_storage().end(), all_ones_nan<T>());
     poison(device.kv_storage());
-    std::fill(host_cow.kv_storage().begin(), host_cow.kv_storage().end(), T::from_bits(0xffff));
+    std::fill(host_cow.kv_storage().begin(), host_cow.kv_storage().end(), all_ones_nan<T>());
     poison(device_cow.kv_storage());
     std::vector<xgr::KvRequest> requests, device_requests, cow_requests, device_cow_requests;
     for (std::size_t i = 0; i < s.prompts.size(); ++i) {
@@ -299,6 +311,21 @@ TEST_CASE("fp16 operands give fp16-level error") {
   auto rng = xgr::test::make_rng(502);
   for (int trial = 0; trial < 4; ++trial) run_scenario<xgr::half, xgr::kv::PageMajor>(random_scenario(rng), rng, 3e-3);
   report_worst("fp16 random shapes");
+}
+
+TEST_CASE("float KV runs on the CUDA cores at float-level error, on random and edge shapes") {
+  auto rng = xgr::test::make_rng(504);
+  for (int trial = 0; trial < 6; ++trial) {
+    const Scenario s = random_scenario(rng);
+    if (trial % 2 == 0) {
+      run_scenario<float, xgr::kv::PageMajor>(s, rng, 1e-5);
+    } else {
+      run_scenario<float, xgr::kv::LayerMajor>(s, rng, 1e-5);
+    }
+  }
+  run_scenario<float, xgr::kv::PageMajor>({1, 1, 128, 1, 64, 1, {1}, {1}, 8}, rng, 1e-5);
+  run_scenario<float, xgr::kv::PageMajor>({2, 2, 64, 4, 128, 4, {127, 128, 129, 256}, {7, 1, 32, 33}, 3}, rng, 1e-5);
+  report_worst("float KV");
 }
 
 TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams, wide GQA") {

@@ -286,6 +286,71 @@ TEST_CASE("CUDA BeamSearcher reuses its buffers across batches of different shap
   }
 }
 
+TEST_CASE("CUDA BeamSearcher steps captured into a CUDA graph replay on new batches of the same shape") {
+  std::mt19937_64 rng = xgr::test::make_rng(309);
+  const xgr::ItemTrie trie = random_trie(rng, {64, 64, 64}, 4000);
+  xgr::Stream stream;
+  const xgr::exec::cuda exec = stream.exec();
+  const xgr::DeviceItemTrie device_trie(trie, exec);
+  xgr::BeamConfig config;
+  config.max_requests = 3;
+  config.max_beam_width = 48;
+  config.vocab = 64;
+  xgr::BeamSearcher host(xgr::exec::host, trie, config);
+  xgr::BeamSearcher device(exec, device_trie, config);
+  const std::size_t levels = trie.levels();
+  // The shape a graph is valid for: request count, row count and widest request. The widths' order
+  // changes between batches (row layouts are device data, not kernel arguments).
+  std::vector<std::uint32_t> widths{48, 17, 30};
+  const std::size_t slots = 48 + 17 + 30;
+  std::vector<xgr::DeviceBuffer<float>> d_logits;
+  for (std::size_t level = 0; level < levels; ++level) d_logits.emplace_back(slots * config.vocab);
+  auto logits_view = [&](std::size_t level) { return xgr::MatrixView<const float>{d_logits[level].data(), slots, config.vocab, config.vocab}; };
+  cudaGraphExec_t graph = nullptr;
+  for (int batch = 0; batch < 3; ++batch) {
+    CAPTURE(batch);
+    std::shuffle(widths.begin(), widths.end(), rng);
+    host.begin(xgr::exec::host, widths);
+    device.begin(exec, widths);
+    for (std::size_t level = 0; level < levels; ++level) {
+      const auto logits = random_logits<float>(rng, slots, config.vocab, Shape::Logits::smooth);
+      XGR_CUDA_CHECK(cudaMemcpyAsync(d_logits[level].data(), logits.data(), logits.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
+      host.step(xgr::exec::host, xgr::matrix_view(logits.data(), slots, config.vocab));
+    }
+    device.step(exec, logits_view(0));
+    if (graph == nullptr) {  // levels 1.. captured once, from the first batch's step() calls
+      cudaGraph_t captured = nullptr;
+      XGR_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+      for (std::size_t level = 1; level < levels; ++level) device.step(exec, logits_view(level));
+      XGR_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &captured));
+      XGR_CUDA_CHECK(cudaGraphInstantiate(&graph, captured, 0));
+      XGR_CUDA_CHECK(cudaGraphDestroy(captured));
+      CHECK(device.steps_done() == levels);
+    } else {
+      CHECK(device.steps_done() == 1);
+      device.resume_at(levels);
+    }
+    XGR_CUDA_CHECK(cudaGraphLaunch(graph, stream.get()));
+    std::vector<std::uint32_t> codes(slots * levels), item_counts(slots), counts(widths.size());
+    std::vector<float> scores(slots);
+    std::vector<xgr::ItemId> ids(slots);
+    host.finalize(xgr::exec::host, {xgr::matrix_view(codes.data(), slots, levels), scores, ids, item_counts, counts});
+    xgr::DeviceBuffer<std::uint32_t> d_codes(slots * levels), d_item_counts(slots), d_counts(widths.size());
+    xgr::DeviceBuffer<float> d_scores(slots);
+    xgr::DeviceBuffer<xgr::ItemId> d_ids(slots);
+    device.finalize(exec, {xgr::matrix_view(d_codes.data(), slots, levels), d_scores.span(), d_ids.span(), d_item_counts.span(), d_counts.span()});
+    stream.synchronize();
+    CHECK(copy_to_host<std::uint32_t>(d_codes.span()) == codes);
+    CHECK(bits_of(copy_to_host<float>(d_scores.span())) == bits_of(scores));
+    CHECK(copy_to_host<xgr::ItemId>(d_ids.span()) == ids);
+    CHECK(copy_to_host<std::uint32_t>(d_counts.span()) == counts);
+  }
+  XGR_CUDA_CHECK(cudaGraphExecDestroy(graph));
+  CHECK_THROWS_AS(device.resume_at(levels + 1), xgr::Error);
+  xgr::BeamSearcher fresh(exec, device_trie, config);
+  CHECK_THROWS_AS(fresh.resume_at(0), xgr::Error);  // no batch begun
+}
+
 TEST_CASE("CUDA BeamSearcher rejects bad calls before launching anything") {
   std::mt19937_64 rng = xgr::test::make_rng(308);
   const xgr::ItemTrie trie = random_trie(rng, {16, 16}, 100);

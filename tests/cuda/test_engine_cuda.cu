@@ -186,6 +186,12 @@ TEST_CASE("the CUDA engine returns the host engine's items on a catalogue its be
   run_against_host<xgr::half>(0.04, "fp16");
 }
 
+// The precision path: float weights, activations and KV, fp32 GEMMs and CUDA-core attention. Only
+// the order of float operations differs from the host engine.
+TEST_CASE("the CUDA engine returns the host engine's items on a catalogue its beams cover (fp32)") {
+  run_against_host<float>(1e-3, "fp32");
+}
+
 TEST_CASE("decode rounds replayed from CUDA graphs, one per shape bucket, give the plain launches' results") {
   auto rng = xgr::test::make_rng(1203);
   const std::size_t vocab = 20;

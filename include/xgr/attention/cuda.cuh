@@ -958,8 +958,9 @@ inline int multiprocessors() {
 }
 
 template <class T>
-constexpr void require_tensor_core_type() {
-  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, half>, "the attention kernels take bf16 or fp16 KV");
+constexpr void require_attention_type() {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, half> || std::is_same_v<T, float>,
+                "the attention kernels take bf16 or fp16 KV (tensor cores) or float KV (CUDA cores)");
 }
 
 inline Geometry geometry_of(const Options& options, std::size_t kv_heads, std::size_t head_dim, const char* op) {
@@ -978,6 +979,138 @@ void with_head_dim(std::size_t head_dim, Fn&& fn) {
   } else {
     fn(std::integral_constant<int, 128>{});
   }
+}
+
+}  // namespace detail
+
+namespace detail {
+
+// ---- float KV: the CUDA-core path --------------------------------------------------------------
+// Tensor cores take bf16/fp16 operands, so float KV — the precision path, for comparisons with a
+// float32 reference such as HF's — runs on the CUDA cores: one warp per (query row, query head),
+// the keys in order with an online softmax, everything in fp32. Lane l holds dimensions l, l + 32,
+// ... of the query and the output, so every key and value row is one coalesced read. It is correct
+// for every shape the tensor-core kernels take and makes no claim to their speed.
+constexpr int simt_warps = 4;  // warps (query rows) per block
+
+template <int HeadDim>
+struct WarpAttention {
+  static constexpr int per_lane = HeadDim / 32;
+  float query[per_lane];
+  float accumulated[per_lane];
+  float max_score = -INFINITY;
+  float total = 0.0f;
+
+  __device__ void begin(const float* q, float scale) {
+    const int lane = threadIdx.x % 32;
+    for (int j = 0; j < per_lane; ++j) {
+      query[j] = q[lane + 32 * j] * scale;
+      accumulated[j] = 0.0f;
+    }
+  }
+  __device__ void attend(const float* key, const float* value) {
+    const int lane = threadIdx.x % 32;
+    float dot = 0.0f;
+    for (int j = 0; j < per_lane; ++j) dot = fmaf(query[j], key[lane + 32 * j], dot);
+    for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    const float next_max = fmaxf(max_score, dot);
+    if (next_max == -INFINITY) return;  // nothing finite yet: a weight of exp(-inf) adds nothing
+    const float rescale = expf(max_score - next_max);
+    const float weight = expf(dot - next_max);
+    total = total * rescale + weight;
+    for (int j = 0; j < per_lane; ++j) accumulated[j] = fmaf(weight, value[lane + 32 * j], accumulated[j] * rescale);
+    max_score = next_max;
+  }
+  __device__ void store(float* out) const {
+    const int lane = threadIdx.x % 32;
+    for (int j = 0; j < per_lane; ++j) out[lane + 32 * j] = accumulated[j] / total;
+  }
+};
+
+// grid (prompt tokens / simt_warps, q_heads, requests): token t of request i attends to keys 0..t.
+template <int HeadDim, class Keys>
+__global__ void __launch_bounds__(simt_warps * 32) simt_prefill_kernel(Keys keys, KvBatchView batch, int layer, Geometry geometry,
+                                                                      const float* q, float* out) {
+  const int i = blockIdx.z;
+  const int head = blockIdx.y;
+  const int t = blockIdx.x * simt_warps + static_cast<int>(threadIdx.x) / 32;
+  const int slot = batch.slots[i];
+  if (t >= keys.prompt_tokens(slot)) return;
+  const int kv_head = head / geometry.group;
+  const std::size_t row = (static_cast<std::size_t>(batch.token_begin[i] + t) * geometry.q_heads + head) * HeadDim;
+  WarpAttention<HeadDim> warp;
+  warp.begin(q + row, geometry.scale);
+  for (int n = 0; n <= t; ++n) warp.attend(keys.row(slot, n, layer, kv_head, kv::key), keys.row(slot, n, layer, kv_head, kv::value));
+  warp.store(out + row);
+}
+
+// grid (max_beams / simt_warps, q_heads, requests): beam row b of request i attends to the prompt,
+// then to its own decode tokens of steps first..step, found by walking the ancestry table back.
+template <int HeadDim, class Layout>
+__global__ void __launch_bounds__(simt_warps * 32) simt_decode_kernel(KvPoolView<float, Layout> pool, KvBatchView batch, int layer, int step,
+                                                                     Geometry geometry, const float* q, float* out) {
+  const int i = blockIdx.z;
+  const int head = blockIdx.y;
+  const unsigned beam = blockIdx.x * simt_warps + threadIdx.x / 32;
+  if (beam >= batch.beam_begin[i + 1] - batch.beam_begin[i]) return;
+  const int slot = batch.slots[i];
+  const int kv_head = head / geometry.group;
+  const int prompt = static_cast<int>(pool.prompt_tokens[slot]);
+  const std::size_t row = (static_cast<std::size_t>(batch.beam_begin[i] + beam) * geometry.q_heads + head) * HeadDim;
+  WarpAttention<HeadDim> warp;
+  warp.begin(q + row, geometry.scale);
+  const PromptKeys<float, Layout> keys{pool};
+  for (int n = 0; n < prompt; ++n) warp.attend(keys.row(slot, n, layer, kv_head, kv::key), keys.row(slot, n, layer, kv_head, kv::value));
+  // The walk back runs first (lineage[s] = the row holding this beam's token of step s), then the
+  // tokens are attended oldest first, the order of the host reference.
+  unsigned lineage[max_kv_steps];
+  int first = step;
+  lineage[step] = beam;
+  while (first > 0) {
+    const unsigned parent = pool.parents(slot, first)[lineage[first]];
+    if (parent == no_parent) break;
+    lineage[--first] = parent;
+  }
+  for (int s = first; s <= step; ++s) {
+    warp.attend(pool.beam_token(slot, s, lineage[s], layer, kv_head, kv::key), pool.beam_token(slot, s, lineage[s], layer, kv_head, kv::value));
+  }
+  warp.store(out + row);
+}
+
+// grid (max_beams / simt_warps, q_heads, requests): beam row b attends to tokens 0..prompt + step of
+// its own pages.
+template <int HeadDim>
+__global__ void __launch_bounds__(simt_warps * 32) simt_per_beam_kernel(CopyOnForkView<float> cache, KvBatchView batch, int layer, int step,
+                                                                       Geometry geometry, const float* q, float* out) {
+  const int i = blockIdx.z;
+  const int head = blockIdx.y;
+  const unsigned beam = blockIdx.x * simt_warps + threadIdx.x / 32;
+  if (beam >= batch.beam_begin[i + 1] - batch.beam_begin[i]) return;
+  const int slot = batch.slots[i];
+  const int kv_head = head / geometry.group;
+  const int keys = static_cast<int>(cache.prompt_tokens[slot]) + step + 1;
+  const std::size_t row = (static_cast<std::size_t>(batch.beam_begin[i] + beam) * geometry.q_heads + head) * HeadDim;
+  WarpAttention<HeadDim> warp;
+  warp.begin(q + row, geometry.scale);
+  for (int n = 0; n < keys; ++n) {
+    warp.attend(cache.token(slot, beam, n, layer, kv_head, kv::key), cache.token(slot, beam, n, layer, kv_head, kv::value));
+  }
+  warp.store(out + row);
+}
+
+inline dim3 simt_grid(std::size_t rows, std::size_t q_heads, std::size_t requests) {
+  return dim3(static_cast<unsigned>((rows + simt_warps - 1) / simt_warps), static_cast<unsigned>(q_heads), static_cast<unsigned>(requests));
+}
+
+template <class Keys>
+void launch_simt_prefill(exec::cuda exec, Keys keys, const KvBatchView& b, std::size_t head_dim, std::size_t layer, const Geometry& geometry,
+                         const float* q, float* out) {
+  with_head_dim(head_dim, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    simt_prefill_kernel<D, Keys><<<simt_grid(b.max_prompt_tokens, geometry.q_heads, b.count), simt_warps * 32, 0, exec.stream>>>(
+        keys, b, static_cast<int>(layer), geometry, q, out);
+    XGR_CUDA_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace detail
@@ -1006,7 +1139,7 @@ void launch_prefill(exec::cuda exec, Keys keys, const KvBatchView& b, std::size_
 template <class T, class Layout>
 void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
              const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
-  detail::require_tensor_core_type<T>();
+  detail::require_attention_type<T>();
   const char* op = "attention::prefill";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -1015,7 +1148,11 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
   detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
   kv::write_prompt(exec, pool, batch, layer, k, v);
   if (b.count == 0) return;
-  detail::launch_prefill(exec, detail::PromptKeys<T, Layout>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(), out.data());
+  if constexpr (std::is_same_v<T, float>) {
+    detail::launch_simt_prefill(exec, detail::PromptKeys<T, Layout>{view}, b, view.head_dim, layer, geometry, q.data(), out.data());
+  } else {
+    detail::launch_prefill(exec, detail::PromptKeys<T, Layout>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(), out.data());
+  }
 }
 
 // Prefill into the copy-on-fork baseline: the prompt's K/V go to beam 0's pages (kv::fork copies them
@@ -1023,7 +1160,7 @@ void prefill(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, cons
 template <class T>
 void prefill(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
              std::size_t layer, const Options& options, RowSpan<const T> q, RowSpan<const T> k, RowSpan<const T> v, RowSpan<T> out) {
-  detail::require_tensor_core_type<T>();
+  detail::require_attention_type<T>();
   const char* op = "attention::prefill";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
@@ -1033,7 +1170,12 @@ void prefill(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, 
   detail::require_elements(out.size(), b.total_tokens, options.q_heads, view.head_dim, op, "out");
   kv::write_prompt(exec, cache, batch, layer, k, v);
   if (b.count == 0) return;
-  detail::launch_prefill(exec, detail::CopyOnForkPromptKeys<T>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(), out.data());
+  if constexpr (std::is_same_v<T, float>) {
+    detail::launch_simt_prefill(exec, detail::CopyOnForkPromptKeys<T>{view}, b, view.head_dim, layer, geometry, q.data(), out.data());
+  } else {
+    detail::launch_prefill(exec, detail::CopyOnForkPromptKeys<T>{view}, b, view.kv_heads, view.head_dim, layer, geometry, q.data(),
+                           out.data());
+  }
 }
 
 // How many prompt chunks a batch is split into. Splitting pays only while the blocks of one split do
@@ -1055,7 +1197,7 @@ template <class T, class Layout>
 void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const KvBatch<MemorySpace::device>& batch, std::size_t layer,
             std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out, DeviceWorkspace& workspace,
             const DecodeLimits& limits) {
-  detail::require_tensor_core_type<T>();
+  detail::require_attention_type<T>();
   const char* op = "attention::decode";
   const auto view = pool.view();
   const KvBatchView& b = batch.view();
@@ -1071,52 +1213,62 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
   WorkspaceArena arena = workspace.arena();
   const DecodeScratch scratch = DecodeScratch::carve(arena, limits);
   if (b.count == 0) return;
-  const int splits = decode_splits(b, view.kv_heads, geometry.group, limits.max_splits);
-  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
-    constexpr int D = decltype(head_dim)::value;
-    const bool hopper = D == 128 && options.allow_wgmma && detail::wgmma::available();
-    auto launch = [&](auto shape, auto hopper_flag) {
-      using Shape = decltype(shape);
-      constexpr bool Hopper = decltype(hopper_flag)::value;
-      constexpr std::size_t smem = Hopper ? detail::wgmma::smem_bytes : detail::tile_smem_bytes<T, D, Shape>();
-      const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
-      if (splits == 1) {
-        auto fused_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, true, Hopper>;
-        detail::allow_smem(fused_kernel, smem);
-        fused_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, 1,
-                                                                  q.data(), nullptr, nullptr, out.data());
-      } else {
-        auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, false, Hopper>;
-        detail::allow_smem(prefix_kernel, smem);
-        prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry,
-                                                                   splits, q.data(), scratch.partial_o, scratch.partial_lse, nullptr);
-      }
+  if constexpr (std::is_same_v<T, float>) {
+    detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+      constexpr int D = decltype(head_dim)::value;
+      detail::simt_decode_kernel<D, Layout><<<detail::simt_grid(b.max_beams, options.q_heads, b.count), detail::simt_warps * 32, 0,
+                                              exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(),
+                                                             out.data());
       XGR_CUDA_CHECK_LAUNCH();
-    };
-    if constexpr (D == 128) {
-      if (hopper) {
-        launch(detail::wgmma::HopperBlock{}, std::true_type{});
+    });
+  } else {
+    const int splits = decode_splits(b, view.kv_heads, geometry.group, limits.max_splits);
+    detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+      constexpr int D = decltype(head_dim)::value;
+      const bool hopper = D == 128 && options.allow_wgmma && detail::wgmma::available();
+      auto launch = [&](auto shape, auto hopper_flag) {
+        using Shape = decltype(shape);
+        constexpr bool Hopper = decltype(hopper_flag)::value;
+        constexpr std::size_t smem = Hopper ? detail::wgmma::smem_bytes : detail::tile_smem_bytes<T, D, Shape>();
+        const dim3 grid((b.max_beams * geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * splits, b.count);
+        if (splits == 1) {
+          auto fused_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, true, Hopper>;
+          detail::allow_smem(fused_kernel, smem);
+          fused_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, 1,
+                                                                    q.data(), nullptr, nullptr, out.data());
+        } else {
+          auto prefix_kernel = detail::decode_prefix_kernel<T, D, Shape, Layout, false, Hopper>;
+          detail::allow_smem(prefix_kernel, smem);
+          prefix_kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry,
+                                                                     splits, q.data(), scratch.partial_o, scratch.partial_lse, nullptr);
+        }
+        XGR_CUDA_CHECK_LAUNCH();
+      };
+      if constexpr (D == 128) {
+        if (hopper) {
+          launch(detail::wgmma::HopperBlock{}, std::true_type{});
+        } else {
+          launch(detail::WideBlock{}, std::false_type{});
+        }
       } else {
         launch(detail::WideBlock{}, std::false_type{});
       }
-    } else {
-      launch(detail::WideBlock{}, std::false_type{});
-    }
-    if (splits == 1) return;
-    constexpr int merge_warps = 8;
-    const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
-    detail::decode_merge_kernel<T, D, Layout><<<static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), merge_warps * 32, 0,
-                                                exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
-                                                               q.data(), scratch.partial_o, scratch.partial_lse, out.data());
-    XGR_CUDA_CHECK_LAUNCH();
-  });
+      if (splits == 1) return;
+      constexpr int merge_warps = 8;
+      const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
+      detail::decode_merge_kernel<T, D, Layout><<<static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), merge_warps * 32, 0,
+                                                  exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
+                                                                 q.data(), scratch.partial_o, scratch.partial_lse, out.data());
+      XGR_CUDA_CHECK_LAUNCH();
+    });
+  }
 }
 
 // Decode over the copy-on-fork baseline: every beam reads its own copy of the prompt.
 template <class T>
 void decode(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, const KvBatch<MemorySpace::device>& batch,
             std::size_t layer, std::size_t step, const Options& options, RowSpan<const T> q, RowSpan<T> out) {
-  detail::require_tensor_core_type<T>();
+  detail::require_attention_type<T>();
   const char* op = "attention::decode";
   const auto view = cache.view();
   const KvBatchView& b = batch.view();
@@ -1126,16 +1278,25 @@ void decode(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, c
   detail::require_elements(q.size(), b.total_beams, options.q_heads, view.head_dim, op, "q");
   detail::require_elements(out.size(), b.total_beams, options.q_heads, view.head_dim, op, "out");
   if (b.count == 0) return;
-  detail::with_head_dim(view.head_dim, [&](auto head_dim) {
-    constexpr int D = decltype(head_dim)::value;
-    using Shape = detail::PerBeamBlock;
-    constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
-    auto kernel = detail::decode_per_beam_kernel<T, D, Shape>;
-    detail::allow_smem(kernel, smem);
-    const dim3 grid((geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * b.max_beams, b.count);
-    kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
-    XGR_CUDA_CHECK_LAUNCH();
-  });
+  if constexpr (std::is_same_v<T, float>) {
+    detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+      constexpr int D = decltype(head_dim)::value;
+      detail::simt_per_beam_kernel<D><<<detail::simt_grid(b.max_beams, options.q_heads, b.count), detail::simt_warps * 32, 0, exec.stream>>>(
+          view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
+      XGR_CUDA_CHECK_LAUNCH();
+    });
+  } else {
+    detail::with_head_dim(view.head_dim, [&](auto head_dim) {
+      constexpr int D = decltype(head_dim)::value;
+      using Shape = detail::PerBeamBlock;
+      constexpr std::size_t smem = detail::tile_smem_bytes<T, D, Shape>();
+      auto kernel = detail::decode_per_beam_kernel<T, D, Shape>;
+      detail::allow_smem(kernel, smem);
+      const dim3 grid((geometry.group + Shape::rows - 1) / Shape::rows, view.kv_heads * b.max_beams, b.count);
+      kernel<<<grid, Shape::threads, smem, exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, q.data(), out.data());
+      XGR_CUDA_CHECK_LAUNCH();
+    });
+  }
 }
 
 }  // namespace xgr::attention
