@@ -22,5 +22,5 @@ model_dir=${XGR_MODEL_DIR:-/tmp/xgr_gr_small}
   tee "$out/baseline.md"
 "$engine" --preset gr-small --users 8 --save-default "$model_dir" > /dev/null
 python3 benchmarks/torch/engine_hf_anchor.py --folder "$model_dir" --beams 128 256 --requests 4 --json "$out/hf.json" | tee "$out/hf.md"
-python3 scripts/engine_plot.py --report "xgr=$out/xgr.json" --report "baseline=$out/baseline.json" --hf "$out/hf.json" \
+python3 scripts/engine_plot.py --report "xgr mode=$out/xgr.json" --report "baseline mode=$out/baseline.json" --hf "$out/hf.json" \
   --out "$out/engine_gr_small.png"

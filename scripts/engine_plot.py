@@ -32,7 +32,7 @@ def main():
         label, path = spec.split("=", 1)
         with open(path, encoding="ascii") as f:
             rows = sorted(json.load(f), key=lambda r: r["rate_per_s"])
-        axes.plot([r["throughput_per_s"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=f"{label} mode")
+        axes.plot([r["throughput_per_s"] for r in rows], [r["p99_ms"] for r in rows], marker="o", label=label)
         for r in rows:
             axes.annotate(f"{r['rate_per_s']:g}/s", (r["throughput_per_s"], r["p99_ms"]), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")

@@ -9,7 +9,8 @@
 //   prefill    device  batch description and inputs uploaded; the model over the prompts (KV into
 //                      the pages); BeamSearcher level 0 on each prompt's last logits
 //   decode     device  L - 1 rounds back to back: record the reorder, gather the chosen tokens, one
-//                      model step over every beam row (staged attention), BeamSearcher level l
+//                      model step over every beam row (staged attention), BeamSearcher level l;
+//                      captured into a CUDA graph per (slot, shape bucket) and replayed afterwards
 //   finalize   device  item ids, codes and scores; copied to pinned memory
 //   respond    host    responses built, KV released; the group's callback runs
 //

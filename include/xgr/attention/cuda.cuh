@@ -28,6 +28,9 @@
 // On Hopper (a 9.0 device running sm_90a code) the prefix stage for head_dim 128 takes
 // attend_tile_wgmma, the same algorithm on warpgroup MMA (see "the Hopper tile routine" below);
 // Options::allow_wgmma = false keeps the portable mma.sync routine.
+//
+// Float KV (the precision path) has no tensor-core form: the same calls run small CUDA-core kernels,
+// one warp per (query row, head) with an online softmax in fp32 (see "float KV" below).
 #pragma once
 
 #include <cuda_bf16.h>
