@@ -344,7 +344,7 @@ int run_load(const Options& o, const World& world, Engine& engine) {
     if (!out) throw xgr::Error(xgr::ErrorKind::io, "xgr_engine --json", "cannot write " + o.json);
   }
   if constexpr (requires { engine.stats().graph_launches; }) {
-    const xgr::PipelineStats stats = engine.stats();
+    const auto stats = engine.stats();
     std::printf("decode rounds: %llu groups replayed from CUDA graphs, %llu launched plainly; %llu graphs captured, %llu not capturable\n",
                 static_cast<unsigned long long>(stats.graph_launches), static_cast<unsigned long long>(stats.device_launches),
                 static_cast<unsigned long long>(stats.graph_captures), static_cast<unsigned long long>(stats.graph_fallbacks));
