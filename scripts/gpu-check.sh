@@ -6,14 +6,15 @@
 #                       with it: topk_anchor.py for "." and "topk", beam_step_anchor.py for "." and
 #                       filters starting with "beam", attention_anchor.py for "." and filters
 #                       starting with "attention"; the engine benchmark (scripts/engine_bench.sh,
-#                       HF generate included) for "." and "engine".
+#                       HF generate included) and the fp32 HF oracle for "." and "engine".
 #   XGR_SKIP_TESTS=1    skip the `cuda` workflow and its tests (benchmark-only records, e.g. to fit
 #                       a 10-minute command: scripts/gpu-check.sh OUT beam/ with it takes ~5 min).
 #   XGR_BENCH_TIMEOUT   seconds for xgr_benchmarks (default 400).
 #
 # Writes to OUTPUT_DIR: device.txt, build.log (cuda workflow + bench build), cuda_tests.log
 # (tests + examples), xgr_benchmarks.json, benchmarks.log, torch_topk.json, torch_beam.json,
-# torch_attention.json, torch.log (the anchors' output), engine/ and engine.log (the engine benchmark).
+# torch_attention.json, torch.log (the anchors' output), engine/ and engine.log (the engine benchmark),
+# engine_oracle_fp32.log (the GPU engine against HF).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/gpu-check}
@@ -76,6 +77,10 @@ fi
 if [ "$filter" = "." ] || [ "${filter#engine}" != "$filter" ]; then
   # The engine benchmark needs the CUDA engine binary of the cuda workflow above.
   if [ -x build/cuda/examples/xgr_engine ]; then
+    # The GPU path against HF float32 generate: --dtype fp32 must return HF's items in HF's order.
+    timeout 300 python3 tests/oracle/hf_engine_oracle.py --engine build/cuda/examples/xgr_engine --engine-arg=--dtype \
+      --engine-arg=fp32 > "$out/engine_oracle_fp32.log" 2>&1
+    echo "engine HF oracle (fp32, GPU) exit $?"
     timeout 400 scripts/engine_bench.sh build/cuda/examples/xgr_engine "$out/engine" > "$out/engine.log" 2>&1
     echo "engine benchmark exit $?"
   else
