@@ -1047,21 +1047,37 @@ __global__ void __launch_bounds__(simt_warps * 32) simt_prefill_kernel(Keys keys
   warp.store(out + row);
 }
 
-// grid (max_beams / simt_warps, q_heads, requests): beam row b of request i attends to the prompt,
-// then to its own decode tokens of steps first..step, found by walking the ancestry table back.
+// The beam row and query head a warp of the decode kernels owns, grid (max_beams / simt_warps,
+// q_heads, requests); false for the warps past the request's beams.
+struct SimtBeamRow {
+  unsigned beam = 0;
+  int slot = 0, kv_head = 0;
+  std::size_t offset = 0;  // of the row's query and output vectors
+};
+
+template <int HeadDim>
+__device__ bool simt_beam_row(const KvBatchView& batch, const Geometry& geometry, SimtBeamRow& row) {
+  const int i = blockIdx.z;
+  const int head = blockIdx.y;
+  row.beam = blockIdx.x * simt_warps + threadIdx.x / 32;
+  if (row.beam >= batch.beam_begin[i + 1] - batch.beam_begin[i]) return false;
+  row.slot = batch.slots[i];
+  row.kv_head = head / geometry.group;
+  row.offset = (static_cast<std::size_t>(batch.beam_begin[i] + row.beam) * geometry.q_heads + head) * HeadDim;
+  return true;
+}
+
+// Beam row b of request i attends to the prompt, then to its own decode tokens of steps
+// first..step, found by walking the ancestry table back.
 template <int HeadDim, class Layout>
 __global__ void __launch_bounds__(simt_warps * 32) simt_decode_kernel(KvPoolView<float, Layout> pool, KvBatchView batch, int layer, int step,
                                                                      Geometry geometry, const float* q, float* out) {
-  const int i = blockIdx.z;
-  const int head = blockIdx.y;
-  const unsigned beam = blockIdx.x * simt_warps + threadIdx.x / 32;
-  if (beam >= batch.beam_begin[i + 1] - batch.beam_begin[i]) return;
-  const int slot = batch.slots[i];
-  const int kv_head = head / geometry.group;
+  SimtBeamRow row;
+  if (!simt_beam_row<HeadDim>(batch, geometry, row)) return;
+  const auto [beam, slot, kv_head, offset] = row;
   const int prompt = static_cast<int>(pool.prompt_tokens[slot]);
-  const std::size_t row = (static_cast<std::size_t>(batch.beam_begin[i] + beam) * geometry.q_heads + head) * HeadDim;
   WarpAttention<HeadDim> warp;
-  warp.begin(q + row, geometry.scale);
+  warp.begin(q + offset, geometry.scale);
   const PromptKeys<float, Layout> keys{pool};
   for (int n = 0; n < prompt; ++n) warp.attend(keys.row(slot, n, layer, kv_head, kv::key), keys.row(slot, n, layer, kv_head, kv::value));
   // The walk back runs first (lineage[s] = the row holding this beam's token of step s), then the
@@ -1077,28 +1093,23 @@ __global__ void __launch_bounds__(simt_warps * 32) simt_decode_kernel(KvPoolView
   for (int s = first; s <= step; ++s) {
     warp.attend(pool.beam_token(slot, s, lineage[s], layer, kv_head, kv::key), pool.beam_token(slot, s, lineage[s], layer, kv_head, kv::value));
   }
-  warp.store(out + row);
+  warp.store(out + offset);
 }
 
-// grid (max_beams / simt_warps, q_heads, requests): beam row b attends to tokens 0..prompt + step of
-// its own pages.
+// Beam row b attends to tokens 0..prompt + step of its own pages.
 template <int HeadDim>
 __global__ void __launch_bounds__(simt_warps * 32) simt_per_beam_kernel(CopyOnForkView<float> cache, KvBatchView batch, int layer, int step,
                                                                        Geometry geometry, const float* q, float* out) {
-  const int i = blockIdx.z;
-  const int head = blockIdx.y;
-  const unsigned beam = blockIdx.x * simt_warps + threadIdx.x / 32;
-  if (beam >= batch.beam_begin[i + 1] - batch.beam_begin[i]) return;
-  const int slot = batch.slots[i];
-  const int kv_head = head / geometry.group;
+  SimtBeamRow row;
+  if (!simt_beam_row<HeadDim>(batch, geometry, row)) return;
+  const auto [beam, slot, kv_head, offset] = row;
   const int keys = static_cast<int>(cache.prompt_tokens[slot]) + step + 1;
-  const std::size_t row = (static_cast<std::size_t>(batch.beam_begin[i] + beam) * geometry.q_heads + head) * HeadDim;
   WarpAttention<HeadDim> warp;
-  warp.begin(q + row, geometry.scale);
+  warp.begin(q + offset, geometry.scale);
   for (int n = 0; n < keys; ++n) {
     warp.attend(cache.token(slot, beam, n, layer, kv_head, kv::key), cache.token(slot, beam, n, layer, kv_head, kv::value));
   }
-  warp.store(out + row);
+  warp.store(out + offset);
 }
 
 inline dim3 simt_grid(std::size_t rows, std::size_t q_heads, std::size_t requests) {
