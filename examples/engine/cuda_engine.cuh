@@ -293,6 +293,11 @@ class CudaEngine {
     g.searcher.step(e, logits(g));
   }
 
+  // Whether decode_bucket's fields fit their bits for every group these limits allow.
+  static bool graph_buckets_fit(const EngineLimits& l) {
+    return l.max_group_requests < (1u << 16) && l.max_beams < (1u << 16) && l.max_group_requests * l.max_beams < (1u << 24);
+  }
+
   // The decode rounds' CUDA-graph bucket: every value their kernel arguments carry that differs from
   // group to group. The rest lives in the group's device memory, written before the rounds run:
   // prompt lengths and page tables (KvPool metadata), each request's rows and width (the batch
@@ -301,9 +306,6 @@ class CudaEngine {
   // staged attention's prompt split count (a function of rows and, for small groups only, of the
   // longest prompt). Prompt lengths do not enter, so with a few beam widths groups fall into few
   // buckets: sizes 1..n times the mixes of widths.
-  static bool graph_buckets_fit(const EngineLimits& l) {
-    return l.max_group_requests < (1u << 16) && l.max_beams < (1u << 16) && l.max_group_requests * l.max_beams < (1u << 24);
-  }
   [[nodiscard]] std::uint64_t decode_bucket(const Group& g) const {
     const KvBatchView& b = g.batch.view();
     const ModelConfig& c = model_.config();
