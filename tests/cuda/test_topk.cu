@@ -124,7 +124,7 @@ TEST_CASE("CUDA and host implementations agree bit for bit") {
 }
 
 TEST_CASE("survivor overflow falls back to an exact selection over the input") {
-  // The sampled chunks hold the lowest scores of the group, so the sample's bound lets almost every
+  // The sampled runs hold the lowest scores of the group, so the sample's bound lets almost every
   // candidate through and the survivor buffer overflows; the result must still be exact.
   namespace detail = xgr::topk::cuda_detail;
   auto rng = xgr::test::make_rng(231);
@@ -135,19 +135,18 @@ TEST_CASE("survivor overflow falls back to an exact selection over the input") {
   spec.k = 8;
   auto input = xgr::test::make_topk_input<float>(spec, rng);
   const std::size_t positions = spec.rows_per_group * spec.vocab;
-  const std::size_t chunks = (positions + detail::sample_chunk - 1) / detail::sample_chunk;
-  const std::size_t sampled = std::min(chunks, detail::max_sample / detail::sample_chunk);
-  REQUIRE(sampled < chunks);
+  const std::size_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k));
+  REQUIRE(runs * detail::sample_run < positions);
   for (std::size_t group = 0; group < spec.groups; ++group) {
-    for (std::size_t i = 0; i < sampled; ++i) {
-      const std::size_t chunk = i * chunks / sampled;
-      for (std::size_t p = chunk * detail::sample_chunk; p < std::min(positions, (chunk + 1) * detail::sample_chunk); ++p) {
+    for (std::size_t run = 0; run < runs; ++run) {
+      const std::size_t start = detail::sample_run_start(run, positions, runs);
+      for (std::size_t p = start; p < start + detail::sample_run; ++p) {
         const std::size_t row = group * spec.rows_per_group + p / spec.vocab;
         input.scores[row * spec.vocab + p % spec.vocab] = -1000.0f - static_cast<float>(p % 7);
       }
     }
   }
-  REQUIRE(positions - sampled * detail::sample_chunk > detail::survivor_capacity(input.limits()));
+  REQUIRE(positions - runs * detail::sample_run > detail::survivor_capacity(input.limits()));
   xgr::Stream stream;
   xgr::DeviceWorkspace workspace;
   const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());

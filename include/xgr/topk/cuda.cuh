@@ -40,13 +40,18 @@ namespace xgr {
 namespace topk::cuda_detail {
 
 // ---- tuning ------------------------------------------------------------------------------------
-inline constexpr int sample_threads = 1024;
-inline constexpr int samples_per_thread = 16;  // sampled positions per thread (two chunks)
-inline constexpr int sample_chunk = 8;         // consecutive positions per sampled chunk
-inline constexpr std::size_t max_sample = std::size_t{sample_threads} * samples_per_thread;
+inline constexpr int sample_threads = 256;
+inline constexpr int sample_run = 16;     // consecutive positions a sampling thread reads; it keeps their best
+inline constexpr int sample_stride = 16;  // about one position in sample_stride is sampled (runs spread evenly)
+inline constexpr int bound_threads = 1024;
+inline constexpr int bound_values_per_thread = 4;  // the kept runs of a group, held in registers by the bound kernel
+inline constexpr std::uint32_t max_sample_runs = 16384;  // per group; at most 64 sample blocks
+static_assert(bound_threads * bound_values_per_thread >= 2 * 1024 + max_sample_runs / 32,
+              "the bound kernel must hold every kept run: warps x max(2, 2k / warps) for k <= max_topk_k");
 inline constexpr int filter_threads = 256;
 inline constexpr int filter_elements_per_thread = 32;  // one survivor bit each in a 32-bit mask
 inline constexpr int filter_tile = filter_threads * filter_elements_per_thread;
+inline constexpr int filter_blocks_per_sm = 4;  // resident filter blocks per SM the register budget is held to
 inline constexpr int select_threads = 512;
 // In-block selection splits the current key range [low, high] into split_bins bins of equal width
 // per pass. Splitting the range actually occupied (not fixed digit positions of the key) spreads
@@ -282,7 +287,22 @@ struct KeyArray {
   }
 };
 
-// ---- kernel 1: the bound from a sample ---------------------------------------------------------
+template <int Vector, class T>
+struct alignas(sizeof(T) * Vector) VectorOf {
+  T element[Vector];
+};
+
+// A key array in shared memory, walked by the whole block.
+struct SharedKeyArray {
+  const CandidateKey* keys;
+  std::uint32_t count;
+  template <class Visit>
+  __device__ void operator()(Visit&& visit) const {
+    for (std::uint32_t i = threadIdx.x; i < count; i += blockDim.x) visit(keys[i]);
+  }
+};
+
+// ---- kernel 1: a sample of the group -----------------------------------------------------------
 // Positions of a group: rows x vocab (dense, bitset) or the group's sparse entries, in row order.
 // Yields the (row, column) of a position; row = end_row for positions past the end, and for sparse
 // entries whose column is out of range (malformed input is never read out of bounds).
@@ -319,98 +339,193 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
   return static_cast<std::uint64_t>(end_row - first_row) * problem.vocab;
 }
 
-template <class T>
-__global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, CandidateKey* bounds,
-                                                                       CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
-  __shared__ SelectShared shared;
-  __shared__ CandidateKey thread_best[2 * sample_threads];
-  const std::uint32_t group = blockIdx.x;
-  const std::uint32_t first_row = problem.group_begin(group);
-  const std::uint32_t end_row = problem.group_end(group);
-  const std::uint64_t positions = group_positions(problem, first_row, end_row);
-  const std::uint64_t chunks = (positions + sample_chunk - 1) / sample_chunk;
-  constexpr std::uint64_t sampled_chunks_max = max_sample / sample_chunk;
-  const std::uint64_t sampled_chunks = chunks < sampled_chunks_max ? chunks : sampled_chunks_max;
+// The sample: a group of `positions` candidates is read in runs of sample_run consecutive positions,
+// `runs` of them spread evenly (run i starts at i x positions / runs, rounded down to a multiple of
+// sample_run, so that dense runs of aligned rows are aligned vectors). Consecutive starts differ by
+// at least sample_run, so runs never overlap: their best candidates are distinct candidates.
+XGR_HOST_DEVICE constexpr std::uint64_t sampled_runs(std::uint64_t positions, std::uint64_t slots_per_group) {
+  return positions / sample_run < slots_per_group ? positions / sample_run : slots_per_group;
+}
+XGR_HOST_DEVICE constexpr std::uint64_t sample_run_start(std::uint64_t run, std::uint64_t positions, std::uint64_t runs) {
+  return run * positions / runs / sample_run * sample_run;
+}
+// Run slots per group for groups of at most `max_positions` and a given k: about one position in
+// sample_stride, and at least 4k runs (the bound is the k-th best run, so it needs many more than
+// k); whole sample blocks, at most max_sample_runs.
+XGR_HOST_DEVICE constexpr std::uint64_t sample_slots(std::uint64_t max_positions, std::uint64_t k) {
+  const std::uint64_t spread = (max_positions + sample_run * sample_stride - 1) / (sample_run * sample_stride);
+  const std::uint64_t wanted = spread > 4 * k ? spread : 4 * k;
+  const std::uint64_t blocks = (wanted + sample_threads - 1) / sample_threads;
+  return blocks * sample_threads < max_sample_runs ? (blocks > 0 ? blocks : 1) * sample_threads : max_sample_runs;
+}
+// Runs each sample warp passes on to the bound: about 2k / warps (the k best runs spread evenly over
+// the warps, twice over), at least 2. A warp holding more of the k best than it passes on only
+// lowers the bound a little: it stays a bound.
+XGR_HOST_DEVICE constexpr std::uint32_t sample_kept_per_warp(std::uint64_t blocks, std::uint64_t k) {
+  const std::uint64_t warps = blocks * (sample_threads / 32);
+  const std::uint64_t kept = (2 * k + warps - 1) / warps;
+  return static_cast<std::uint32_t>(kept < 2 ? 2 : kept > 32 ? 32 : kept);
+}
 
-  // Locate the sampled positions first and issue their score loads together (half the samples at a
-  // time, to stay within registers), then form the keys: one block samples the whole group, so its
-  // time is the number of dependent memory round trips.
-  CandidateKey best = no_candidate;
-  CandidateKey second = no_candidate;
-  constexpr int half = samples_per_thread / 2;
+// The ordered score of the best selectable candidate of the run starting at `start` (0: none).
+template <class T>
+__device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row, std::uint64_t start) {
+  std::uint32_t best = 0;
+  const auto consider = [&](float score) {
+    const std::uint32_t ordered = is_selectable(score) ? ordered_bits(score) : 0u;
+    best = ordered > best ? ordered : best;
+  };
+  std::uint32_t run_row = end_row;
+  std::uint32_t run_column = 0;
+  if (problem.mask != MaskKind::sparse) locate_group_position(problem, first_row, end_row, start, run_row, run_column);
+  T raw[sample_run];
+  if (run_row < end_row && run_column + sample_run <= problem.vocab) {
+    // The usual case: the run lies inside one row; aligned runs are read as 16-byte vectors.
+    const T* source = problem.scores + static_cast<std::size_t>(run_row) * problem.row_stride + run_column;
+    constexpr int vector = 16 / sizeof(T);
+    if (reinterpret_cast<std::uintptr_t>(source) % 16 == 0) {
+      VectorOf<vector, T> loaded[sample_run / vector];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    std::uint32_t sample_row[half];
-    std::uint32_t sample_column[half];
-    T raw[half];
+      for (int v = 0; v < sample_run / vector; ++v) loaded[v] = reinterpret_cast<const VectorOf<vector, T>*>(source)[v];
 #pragma unroll
-    for (int c = 0; c < half / sample_chunk; ++c) {
-      const std::uint64_t sample_index = static_cast<std::uint64_t>(h * (half / sample_chunk) + c) * sample_threads + threadIdx.x;
-      // Chunks spread evenly over the group: sample i takes chunk floor(i * chunks / sampled_chunks).
-      const std::uint64_t chunk = sample_index < sampled_chunks ? sample_index * chunks / sampled_chunks : chunks;
-      if (problem.mask != MaskKind::sparse) {
-        // Dense positions: one division for the chunk, then step along the row (wrapping to the next).
-        std::uint32_t row = end_row;
-        std::uint32_t column = 0;
-        const std::uint64_t first = chunk * sample_chunk;
-        locate_group_position(problem, first_row, end_row, first < positions ? first : ~std::uint64_t{0}, row, column);
+      for (int i = 0; i < sample_run; ++i) raw[i] = loaded[i / vector].element[i % vector];
+    } else {
 #pragma unroll
-        for (int i = 0; i < sample_chunk; ++i) {
-          sample_row[c * sample_chunk + i] = row < end_row ? row : end_row;  // past the group's end: no candidate
-          sample_column[c * sample_chunk + i] = column;
-          if (++column == problem.vocab) {
-            column = 0;
-            ++row;
-          }
+      for (int i = 0; i < sample_run; ++i) raw[i] = source[i];
+    }
+    const float offset = problem.offset(run_row);
+#pragma unroll
+    for (int i = 0; i < sample_run; ++i) {
+      if (problem.mask != MaskKind::bitset || problem.bit_allows(run_row, run_column + i)) consider(to_float(raw[i]) + offset);
+    }
+  } else {
+    // Runs crossing rows (vocab not a multiple of sample_run) and sparse entries: position by position.
+    std::uint32_t sample_row[sample_run];  // end_row: no candidate at this position
+    std::uint32_t sample_column[sample_run];
+    if (problem.mask != MaskKind::sparse) {
+      std::uint32_t row = run_row;
+      std::uint32_t column = run_column;
+#pragma unroll
+      for (int i = 0; i < sample_run; ++i) {
+        sample_row[i] = row < end_row ? row : end_row;
+        sample_column[i] = column;
+        if (++column == problem.vocab) {
+          column = 0;
+          ++row;
         }
-      } else {
+      }
+    } else {
+      // One search for the row of the run's first entry, then walk the row pointers.
+      const std::uint64_t first_entry = problem.row_ptr[first_row] + start;
+      std::uint32_t low = first_row;
+      std::uint32_t high = end_row;
+      while (high - low > 1) {
+        const std::uint32_t middle = (low + high) / 2;
+        if (problem.row_ptr[middle] <= first_entry) low = middle; else high = middle;
+      }
+      std::uint32_t row = low;
 #pragma unroll
-        for (int i = 0; i < sample_chunk; ++i) {
-          const std::uint64_t position = chunk * sample_chunk + i;
-          locate_group_position(problem, first_row, end_row, position < positions ? position : ~std::uint64_t{0},
-                                sample_row[c * sample_chunk + i], sample_column[c * sample_chunk + i]);
-        }
+      for (int i = 0; i < sample_run; ++i) {
+        const std::uint64_t entry = first_entry + i;  // inside the group: runs end before its last entry
+        while (row + 1 < end_row && problem.row_ptr[row + 1] <= entry) ++row;
+        const std::uint32_t column = problem.columns[entry];
+        sample_row[i] = column < problem.vocab ? row : end_row;  // malformed input is never read out of bounds
+        sample_column[i] = column;
       }
     }
 #pragma unroll
-    for (int j = 0; j < half; ++j) {
-      raw[j] = sample_row[j] < end_row ? problem.scores[sample_row[j] * problem.row_stride + sample_column[j]] : T{};
+    for (int i = 0; i < sample_run; ++i) {
+      raw[i] = sample_row[i] < end_row ? problem.scores[static_cast<std::size_t>(sample_row[i]) * problem.row_stride + sample_column[i]]
+                                       : T{};
     }
 #pragma unroll
-    for (int j = 0; j < half; ++j) {
-      const bool allowed =
-          sample_row[j] < end_row && (problem.mask != MaskKind::bitset || problem.bit_allows(sample_row[j], sample_column[j]));
-      const CandidateKey key = allowed ? DeviceProblem<T>::candidate_key(to_float(raw[j]) + problem.offset(sample_row[j]),
-                                                                        (sample_row[j] - first_row) * problem.vocab + sample_column[j])
-                                       : no_candidate;
-      if (key > best) {
-        second = best;
-        best = key;
-      } else if (key > second) {
-        second = key;
+    for (int i = 0; i < sample_run; ++i) {
+      if (sample_row[i] < end_row && (problem.mask != MaskKind::bitset || problem.bit_allows(sample_row[i], sample_column[i]))) {
+        consider(to_float(raw[i]) + problem.offset(sample_row[i]));
       }
     }
   }
-  // The bound: the k-th largest of the threads' two best sample keys. Those are distinct candidates
-  // of the group, so at least k candidates reach it; and it sits near the sample's own k-th (a
-  // thread's best two beat it about as often as k / (2 x threads)), at a fraction of the cost of
-  // selecting over the whole sample with one block.
-  thread_best[threadIdx.x] = best;
-  thread_best[sample_threads + threadIdx.x] = second;
-  __syncthreads();
-  const CandidateKey threshold = select_threshold(KeyArray{thread_best, 2 * sample_threads}, problem.k, shared, 0, false, 0, 0);
+  return best;
+}
+
+// Sorts one value per lane into descending order across the warp (lane 0 the largest): a bitonic
+// network over shuffles, no shared memory.
+__device__ inline std::uint32_t warp_sort_descending(std::uint32_t value) {
+  const unsigned lane = threadIdx.x % 32;
+#pragma unroll
+  for (unsigned size = 2; size <= 32; size *= 2) {
+#pragma unroll
+    for (unsigned stride = size / 2; stride > 0; stride /= 2) {
+      const std::uint32_t other = __shfl_xor_sync(0xffffffffu, value, stride);
+      const bool descending = (lane & size) == 0;  // runs of `size` alternate; the last one is whole
+      const bool keeps_larger = ((lane & stride) == 0) == descending;
+      value = keeps_larger ? (other > value ? other : value) : (other < value ? other : value);
+    }
+  }
+  return value;
+}
+
+// Many blocks per group, one run per thread (its loads issued before any is used). Runs are dealt
+// to the blocks round-robin, so every warp samples the whole group evenly even when the best
+// candidates crowd into a few rows (the beams of a high running score). Each warp passes on its
+// `kept_per_warp` best runs, so that bound_kernel selects among about 2k values, not among every run.
+template <class T>
+__global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
+                                                                std::uint32_t kept_per_warp, std::uint32_t* sampled) {
+  constexpr std::uint32_t warps = sample_threads / 32;
+  const std::uint32_t group = blockIdx.x / blocks_per_group;
+  const std::uint32_t block = blockIdx.x % blocks_per_group;
+  const std::uint32_t run = threadIdx.x * blocks_per_group + block;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t end_row = problem.group_end(group);
+  const std::uint64_t positions = group_positions(problem, first_row, end_row);
+  const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads);
+  const std::uint32_t best = run < runs ? run_best(problem, first_row, end_row, sample_run_start(run, positions, runs)) : 0u;
+  const std::uint32_t sorted = warp_sort_descending(best);
+  const std::uint32_t lane = threadIdx.x % 32;
+  if (lane < kept_per_warp) {
+    const std::size_t warp = (static_cast<std::size_t>(group) * blocks_per_group + block) * warps + threadIdx.x / 32;
+    sampled[warp * kept_per_warp + lane] = sorted;
+  }
+}
+
+// ---- kernel 1b: the bound ------------------------------------------------------------------------
+// One block per group selects, from the runs the sample blocks kept, a score s reached by at least k
+// of them. The runs are disjoint, so at least k distinct candidates score >= s, and the group's
+// k-th largest key is >= (ordered(s) << 32): a bound, never an estimate. The selection splits the
+// range the values actually occupy (they are close together: fixed digit positions would pile them
+// into a few histogram bins) and stops once the chosen bin holds at most k/8 more values than
+// needed, so s sits just below the k-th best sampled run. With fewer than k kept runs holding a
+// selectable candidate the bound admits everything (1).
+template <int Threads>
+__global__ void __launch_bounds__(Threads) bound_kernel(const std::uint32_t* sampled, std::uint32_t sampled_per_group, std::uint32_t k,
+                                                        CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+  __shared__ SelectShared shared;
+  const std::uint32_t group = blockIdx.x;
+  const std::uint32_t* values = sampled + static_cast<std::size_t>(group) * sampled_per_group;
+  std::uint32_t best[bound_values_per_thread];
+#pragma unroll
+  for (int j = 0; j < bound_values_per_thread; ++j) {
+    const std::uint32_t i = j * Threads + threadIdx.x;
+    best[j] = i < sampled_per_group ? values[i] : 0u;
+  }
+  // Keys (score, position) so that they are distinct; only the score half makes the bound.
+  const auto for_each_key = [&](auto&& visit) {
+#pragma unroll
+    for (int j = 0; j < bound_values_per_thread; ++j) {
+      const std::uint32_t i = j * Threads + threadIdx.x;
+      visit(best[j] != 0 ? (static_cast<CandidateKey>(best[j]) << 32) | ~i : no_candidate);
+    }
+  };
+  const CandidateKey threshold = select_threshold(for_each_key, k, shared, k / 8, false, 0, 0);
   if (threadIdx.x == 0) {
-    bounds[group] = threshold;
+    bounds[group] = threshold <= 1 ? CandidateKey{1} : threshold >> 32 << 32;
     survivor_max[group] = 0;
     survivor_counts[group] = 0;
   }
 }
 
 // ---- kernel 2: the filter pass -----------------------------------------------------------------
-template <int Vector, class T>
-struct alignas(sizeof(T) * Vector) VectorOf {
-  T element[Vector];
-};
 
 // Appends this thread's `count` survivors with one atomic per warp. All lanes must call it.
 __device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
@@ -432,7 +547,6 @@ __device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t 
   return best_key < bound;
 }
 
-// Dense and bitset masks: one block per (row, tile of filter_tile columns).
 // The largest survivor key of the warp, folded into the group's maximum with one atomic per warp.
 __device__ inline void warp_max_into(CandidateKey* group_max, CandidateKey key) {
 #pragma unroll
@@ -443,42 +557,103 @@ __device__ inline void warp_max_into(CandidateKey* group_max, CandidateKey key) 
   if (threadIdx.x % 32 == 0 && key != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(group_max), key);
 }
 
-template <int Vector, class T>
-__global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProblem<T> problem, std::uint32_t tiles_per_row,
-                                                                       const CandidateKey* bounds, CandidateKey* survivor_max,
-                                                                       std::uint32_t* survivor_counts, CandidateKey* survivors,
-                                                                       std::size_t capacity) {
-  const std::uint32_t row = blockIdx.x / tiles_per_row;
-  const std::uint32_t tile = blockIdx.x % tiles_per_row;
-  const std::uint32_t group = problem.group_of_row(row);
-  if (group >= problem.groups) return;
-  // Early exit: a row whose score bound is below the group's k-th bound is not read at all. Without
-  // row bounds, the score loads below are issued before the group's bound arrives.
-  if (problem.row_bounds != nullptr && row_cannot_reach(problem, row, bounds[group])) return;
-  const std::uint32_t first_row = problem.group_begin(group);
-  const float offset = problem.offset(row);
-  const T* row_scores = problem.scores + row * problem.row_stride;
-  const std::uint32_t flat_base = (row - first_row) * problem.vocab;
+struct BlockReserve {
+  std::uint32_t count;
+  std::uint32_t base;
+  unsigned long long best;
+};
 
+// Appends the block's survivors with one global atomic per block (not per warp: every filter block
+// of a group appends to the same counter) and folds their largest key into the group's maximum.
+// Every thread of the block must call it; `best_key()` is called only by threads with survivors.
+template <class BestKey>
+__device__ std::uint32_t block_reserve(std::uint32_t* counter, CandidateKey* group_max, std::uint32_t count, BestKey&& best_key,
+                                       BlockReserve& shared) {
+  const unsigned lane = threadIdx.x % 32;
+  const std::uint32_t inclusive = warp_inclusive_sum(count);
+  const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
+  std::uint32_t warp_base = 0;
+  if (lane == 31 && warp_total != 0) warp_base = atomicAdd(&shared.count, warp_total);
+  warp_base = __shfl_sync(0xffffffffu, warp_base, 31);
+  if (warp_total != 0) {
+    CandidateKey best = count != 0 ? best_key() : no_candidate;
+#pragma unroll
+    for (int delta = 16; delta > 0; delta /= 2) {
+      const CandidateKey other = __shfl_xor_sync(0xffffffffu, best, delta);
+      best = other > best ? other : best;
+    }
+    if (lane == 0) atomicMax(&shared.best, best);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && shared.count != 0) {
+    shared.base = atomicAdd(counter, shared.count);
+    atomicMax(reinterpret_cast<unsigned long long*>(group_max), shared.best);
+  }
+  __syncthreads();
+  return shared.base + warp_base + inclusive - count;
+}
+
+// Dense and bitset masks. A tile is filter_tile columns of one row, filtered by one block.
+struct FilterTile {
+  std::uint32_t row;
+  std::uint32_t first_column;
+  std::uint32_t group;
+  bool live;  // false past the last tile, for rows of no group, and for rows that cannot reach the bound
+};
+
+template <class T>
+__device__ FilterTile locate_filter_tile(const DeviceProblem<T>& problem, std::uint32_t tiles_per_row, std::uint32_t tile,
+                                         std::uint32_t tiles, const CandidateKey* bounds) {
+  FilterTile where{0, 0, problem.groups, false};
+  if (tile >= tiles) return where;
+  where.row = tile / tiles_per_row;
+  where.first_column = tile % tiles_per_row * filter_tile;
+  where.group = problem.group_of_row(where.row);
+  // Early exit: a row whose score bound is below the group's k-th bound is not read at all.
+  where.live = where.group < problem.groups && !(problem.row_bounds != nullptr && row_cannot_reach(problem, where.row, bounds[where.group]));
+  return where;
+}
+
+template <int Vector, class T>
+using FilterValues = VectorOf<Vector, T>[filter_elements_per_thread / Vector];
+
+// Issues the tile's loads, branch-free for whole vectors; the rare partial vector at the end of a
+// row is patched with scalar loads.
+template <int Vector, class T>
+__device__ void load_filter_tile(const DeviceProblem<T>& problem, const FilterTile& where, FilterValues<Vector, T>& values) {
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
-  // All loads first, branch-free, so that every thread has its whole tile in flight at once; the
-  // rare partial vector at the end of a row is patched afterwards.
-  VectorOf<Vector, T> values[vectors_per_thread];
+  if (!where.live) return;
+  const T* row_scores = problem.scores + where.row * problem.row_stride;
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
-    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+    const std::uint32_t column0 = where.first_column + (v * filter_threads + threadIdx.x) * Vector;
     values[v] = VectorOf<Vector, T>{};
     if (column0 + Vector <= problem.vocab) values[v] = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
   }
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
-    const std::uint32_t column0 = tile * filter_tile + (v * filter_threads + threadIdx.x) * Vector;
+    const std::uint32_t column0 = where.first_column + (v * filter_threads + threadIdx.x) * Vector;
     if (column0 < problem.vocab && column0 + Vector > problem.vocab) {
       for (int i = 0; i < Vector; ++i) {
         if (column0 + i < problem.vocab) values[v].element[i] = row_scores[column0 + i];
       }
     }
   }
+}
+
+// Filters one loaded tile: appends its candidates whose key reaches the group's bound. All threads
+// of the block call it (it synchronises the block), with the same `where`.
+template <int Vector, class T>
+__device__ void filter_loaded_tile(const DeviceProblem<T>& problem, const FilterTile& where, const FilterValues<Vector, T>& values,
+                            const CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                            CandidateKey* survivors, std::size_t capacity, BlockReserve& reserve) {
+  constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
+  const std::uint32_t group = where.group;
+  const std::uint32_t row = where.row;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const float offset = problem.offset(row);
+  const T* row_scores = problem.scores + row * problem.row_stride;
+  const std::uint32_t flat_base = (row - first_row) * problem.vocab;
 
   CandidateKey bound = bounds[group];
   // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
@@ -502,12 +677,10 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
     }
   }
   const auto column_of = [&](int bit) {
-    return tile * filter_tile + (static_cast<std::uint32_t>(bit / Vector) * filter_threads + threadIdx.x) * Vector +
+    return where.first_column + (static_cast<std::uint32_t>(bit / Vector) * filter_threads + threadIdx.x) * Vector +
            static_cast<std::uint32_t>(bit % Vector);
   };
-  const auto key_of = [&](std::uint32_t column) {
-    return make_key(to_float(row_scores[column]) + offset, flat_base + column);
-  };
+  const auto key_of = [&](std::uint32_t column) { return make_key(to_float(row_scores[column]) + offset, flat_base + column); };
   std::uint32_t kept = 0;
   for (std::uint32_t rest = marked; rest != 0; rest &= rest - 1) {
     const int bit = __ffs(static_cast<int>(rest)) - 1;
@@ -517,17 +690,40 @@ __global__ void __launch_bounds__(filter_threads) filter_dense_kernel(DeviceProb
     const float score = to_float(row_scores[column]) + offset;
     if (is_selectable(score) && make_key(score, flat_base + column) >= bound) kept |= 1u << bit;
   }
-  const auto count = static_cast<std::uint32_t>(__popc(kept));
-  std::uint32_t slot = warp_reserve(&survivor_counts[group], count);
-  CandidateKey best = no_candidate;
+  if (threadIdx.x == 0) {
+    reserve.count = 0;
+    reserve.best = no_candidate;
+  }
+  __syncthreads();
+  std::uint32_t slot = block_reserve(&survivor_counts[group], &survivor_max[group], static_cast<std::uint32_t>(__popc(kept)), [&] {
+    CandidateKey best = no_candidate;
+    for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+      const CandidateKey key = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
+      best = key > best ? key : best;
+    }
+    return best;
+  }, reserve);
   CandidateKey* out = survivors + group * capacity;
   for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
-    const CandidateKey key = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
-    best = key > best ? key : best;
-    if (slot < capacity) out[slot] = key;
+    if (slot < capacity) out[slot] = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
     ++slot;
   }
-  if (__any_sync(0xffffffffu, count != 0)) warp_max_into(&survivor_max[group], best);
+  __syncthreads();  // `reserve` is reset for the next tile only after every thread has read its base
+}
+
+// One tile per block. Blocks are short-lived (load, mark, append, exit): how much is in flight per
+// SM is set by how many are resident, hence the register budget of MinBlocks blocks per SM.
+template <int Vector, class T, int MinBlocks = 1>
+__global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel(DeviceProblem<T> problem, std::uint32_t tiles_per_row,
+                                                                       const CandidateKey* bounds, CandidateKey* survivor_max,
+                                                                       std::uint32_t* survivor_counts, CandidateKey* survivors,
+                                                                       std::size_t capacity) {
+  __shared__ BlockReserve reserve;
+  const FilterTile where = locate_filter_tile(problem, tiles_per_row, blockIdx.x, problem.rows * tiles_per_row, bounds);
+  if (!where.live) return;
+  FilterValues<Vector, T> values;
+  load_filter_tile<Vector>(problem, where, values);
+  filter_loaded_tile<Vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
 }
 
 // Sparse masks: one block per row, gathering the allowed columns.
@@ -562,23 +758,29 @@ struct FinalShared {
 };
 
 // Writes the gathered winners (exactly min(k, candidates) distinct keys) in order: each winner's
-// output slot is the number of winners above it, counted against the shared list. For k <= 1024 this
-// is at most 1024 shared-memory broadcasts per thread, cheaper than a 64-bit block radix sort.
+// output slot is the number of winners above it, counted against the shared list by a team of
+// lanes (blockDim / k of them, a power of two up to 32) that split the list and add their counts.
+// For k <= 1024 this is cheaper than a 64-bit block sort.
 __device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
                                     std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
                                     std::uint32_t* counts) {
   __syncthreads();
   const std::uint32_t gathered = shared.winners_found < k ? shared.winners_found : k;
-  for (std::uint32_t i = threadIdx.x; i < k; i += blockDim.x) {
+  std::uint32_t team = 1;
+  while (team < 32 && team * 2 * k <= blockDim.x) team *= 2;
+  const std::uint32_t member = threadIdx.x % team;
+  for (std::uint32_t base = threadIdx.x / team; base < (k + blockDim.x / team - 1) / (blockDim.x / team) * (blockDim.x / team);
+       base += blockDim.x / team) {  // uniform trip count: whole teams shuffle together
+    const std::uint32_t i = base;
+    const CandidateKey key = i < gathered ? shared.winners[i] : no_candidate;
+    std::uint32_t rank = 0;
     if (i < gathered) {
-      const CandidateKey key = shared.winners[i];
-      std::uint32_t rank = 0;
-      for (std::uint32_t j = 0; j < gathered; ++j) rank += shared.winners[j] > key ? 1u : 0u;
-      values[group * values_stride + rank] = key_score(key);
-      indices[group * indices_stride + rank] = key_index(key);
-    } else {
-      values[group * values_stride + i] = -__builtin_huge_valf();
-      indices[group * indices_stride + i] = empty_index;
+      for (std::uint32_t j = member; j < gathered; j += team) rank += shared.winners[j] > key ? 1u : 0u;
+    }
+    for (std::uint32_t delta = 1; delta < team; delta *= 2) rank += __shfl_xor_sync(0xffffffffu, rank, delta);
+    if (member == 0 && i < k) {
+      values[group * values_stride + (i < gathered ? rank : i)] = i < gathered ? key_score(key) : -__builtin_huge_valf();
+      indices[group * indices_stride + (i < gathered ? rank : i)] = i < gathered ? key_index(key) : empty_index;
     }
   }
   if (threadIdx.x == 0) counts[group] = gathered;
@@ -656,6 +858,26 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
     const KeyArray keys{survivors + group * capacity, found};
     if (found <= k) {
       keys([&](CandidateKey key) { add_winner(shared, key, k); });
+    } else if (found <= boundary_capacity) {
+      // The usual case: few enough survivors to stage in shared memory, read from global once.
+      for (std::uint32_t base = threadIdx.x; base < found; base += KeyArray::batch * blockDim.x) {
+        CandidateKey loaded[KeyArray::batch];
+#pragma unroll
+        for (int j = 0; j < KeyArray::batch; ++j) {
+          const std::uint32_t i = base + j * blockDim.x;
+          loaded[j] = i < found ? keys.keys[i] : no_candidate;
+        }
+#pragma unroll
+        for (int j = 0; j < KeyArray::batch; ++j) {
+          if (base + j * blockDim.x < found) boundary[base + j * blockDim.x] = loaded[j];
+        }
+      }
+      __syncthreads();
+      const SharedKeyArray staged{boundary, found};
+      const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bounds[group], survivor_max[group]);
+      staged([&](CandidateKey key) {
+        if (key >= threshold) add_winner(shared, key, k);
+      });
     } else {
       const CandidateKey low = bounds[group];
       const CandidateKey high = survivor_max[group];
@@ -777,17 +999,21 @@ __global__ void take_sorted_kernel(const Key* sorted, std::size_t group_stride, 
 // ---- workspace layouts -------------------------------------------------------------------------
 [[nodiscard]] inline std::size_t group_candidates(const TopKLimits& limits) { return limits.max_rows_per_group * limits.max_vocab; }
 
-// Survivor buffer per group: about 4x the expected survivors (k x group / sample), at least what
-// the select kernel stages in shared memory, at most the whole group (then it cannot overflow).
+// Sampling runs per group that a workspace for `limits` holds.
+[[nodiscard]] inline std::size_t sample_slots(const TopKLimits& limits) { return sample_slots(group_candidates(limits), limits.max_k); }
+
+// Survivor buffer per group. The bound sits near the sample's k-th best run, so about
+// k x (group / sampled positions) candidates survive: the buffer holds 4x that (at least what the
+// select kernel stages in shared memory, at most the whole group, where it cannot overflow).
 [[nodiscard]] inline std::size_t survivor_capacity(const TopKLimits& limits) {
   const std::size_t candidates = group_candidates(limits);
-  const std::size_t sample = std::min(candidates, max_sample);
-  const std::size_t expected = limits.max_k * ((candidates + sample - 1) / sample);
-  const std::size_t wanted = std::max(std::size_t{16384}, std::min(4 * expected, std::size_t{1} << 21));
-  return std::min(candidates, wanted);
+  const std::size_t sampled = std::max<std::size_t>(1, sample_slots(limits) * sample_run);
+  const std::size_t expected = limits.max_k * ((candidates + sampled - 1) / sampled);
+  return std::min(candidates, std::max(std::size_t{16384}, 4 * expected));
 }
 
 struct EarlyExitScratch {
+  std::uint32_t* sampled;  // per group: the runs the sample blocks kept, for the bound
   CandidateKey* bounds;
   CandidateKey* survivor_max;
   std::uint32_t* survivor_counts;
@@ -796,7 +1022,9 @@ struct EarlyExitScratch {
 
 template <class Arena>
 EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit) {
-  return {arena.template take<CandidateKey>(limits.max_groups), arena.template take<CandidateKey>(limits.max_groups),
+  return {arena.template take<std::uint32_t>(limits.max_groups * bound_threads * bound_values_per_thread),
+          arena.template take<CandidateKey>(limits.max_groups),
+          arena.template take<CandidateKey>(limits.max_groups),
           arena.template take<std::uint32_t>(limits.max_groups),
           arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits))};
 }
@@ -912,25 +1140,39 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
   XGR_CUDA_CHECK_LAUNCH();
 }
 
+// The most candidate positions any group of this call can have (sizes the sample's grid).
 template <class T>
-void run_early_exit(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result,
-                    cudaStream_t stream) {
-  sample_bound_kernel<T><<<problem.groups, sample_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
-                                                                                   scratch.survivor_counts);
+[[nodiscard]] std::uint64_t max_group_positions(const TopKProblem<T>& problem, const TopKLimits& limits) {
+  const std::uint64_t rows = problem.group_row_offsets.empty() ? problem.rows_per_group : limits.max_rows_per_group;
+  const std::uint64_t positions = rows * problem.vocab();
+  return problem.mask.kind == MaskKind::sparse ? std::min<std::uint64_t>(positions, problem.mask.columns.size()) : positions;
+}
+
+template <class T>
+void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const EarlyExitScratch& scratch, std::size_t capacity,
+                    const TopKResult& result, cudaStream_t stream) {
+  const auto blocks_per_group = static_cast<std::uint32_t>(sample_slots(max_positions, problem.k) / sample_threads);
+  const std::uint32_t kept_per_warp = sample_kept_per_warp(blocks_per_group, problem.k);
+  // blocks x 8 warps x kept <= max(2 x 512, 2k + 512) for k <= 1024: within what the bound kernel holds.
+  const std::uint32_t sampled_per_group = blocks_per_group * (sample_threads / 32) * kept_per_warp;
+  sample_kernel<T><<<problem.groups * blocks_per_group, sample_threads, 0, stream>>>(problem, blocks_per_group, kept_per_warp,
+                                                                                    scratch.sampled);
+  XGR_CUDA_CHECK_LAUNCH();
+  bound_kernel<bound_threads><<<problem.groups, bound_threads, 0, stream>>>(scratch.sampled, sampled_per_group, problem.k, scratch.bounds,
+                                                                            scratch.survivor_max, scratch.survivor_counts);
   XGR_CUDA_CHECK_LAUNCH();
   if (problem.mask == MaskKind::sparse) {
     filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
                                                                          scratch.survivor_counts, scratch.survivors, capacity);
   } else {
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
-    const dim3 grid(problem.rows * tiles_per_row);
-    constexpr int vector = 16 / sizeof(T);
+    const std::uint32_t tiles = problem.rows * tiles_per_row;
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
     if (aligned) {
-      filter_dense_kernel<vector, T><<<grid, filter_threads, 0, stream>>>(
+      filter_dense_kernel<16 / sizeof(T), T, filter_blocks_per_sm><<<tiles, filter_threads, 0, stream>>>(
           problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     } else {
-      filter_dense_kernel<1, T><<<grid, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
+      filter_dense_kernel<1, T><<<tiles, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
                                                                      scratch.survivor_counts, scratch.survivors, capacity);
     }
   }
@@ -965,7 +1207,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
   cudaStream_t stream = exec.stream;
 
   if constexpr (std::is_same_v<Policy, topk::EarlyExit>) {
-    topk::cuda_detail::run_early_exit(device, scratch, topk::cuda_detail::survivor_capacity(limits), result, stream);
+    topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), scratch,
+                                      topk::cuda_detail::survivor_capacity(limits), result, stream);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
                                      stream);
@@ -1002,7 +1245,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
     const TopKResult row_result{MatrixView<float>{scratch.row_values, problem.rows(), k, k},
                                 MatrixView<std::uint32_t>{scratch.row_indices, problem.rows(), k, k},
                                 std::span<std::uint32_t>(scratch.row_counts, problem.rows())};
-    topk::cuda_detail::run_early_exit(topk::cuda_detail::device_problem(per_row), scratch.per_row,
+    topk::cuda_detail::run_early_exit(topk::cuda_detail::device_problem(per_row),
+                                      topk::cuda_detail::max_group_positions(per_row, row_limits), scratch.per_row,
                                       topk::cuda_detail::survivor_capacity(row_limits), row_result, stream);
     // 2) merge: the group's top-k among its rows' winners.
     const std::size_t group_stride = limits.max_rows_per_group * limits.max_k;
