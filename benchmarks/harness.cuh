@@ -47,10 +47,40 @@ inline double copy_bandwidth_bytes_per_s() {
   return bandwidth;
 }
 
+// Spins until the host writes a non-zero `release` (or about a second passes, so that a lost
+// release can never hang the device).
+// (A template so that the header can be included by several translation units.)
+template <class Flag = int>
+__global__ void hold_stream_kernel(const volatile Flag* release) {
+  const long long start = clock64();
+  while (*release == 0 && clock64() - start < (1ll << 31)) {
+  }
+}
+
 // Times `body(stream)` once per benchmark iteration with events on a private stream, and keeps the
 // per-iteration times so that rows can report the median (robust against the odd slow iteration).
+//
+// Timing::host_paced (the default) records the start event on an idle stream, so the interval
+// includes any time the device waits for the host to enqueue the body's launches. Timing::device
+// first enqueues a kernel that holds the stream until the whole body is enqueued (nvbench's
+// blocking-kernel method): the interval is then the device executing the body's work back to
+// back, as under a CUDA graph or a host that runs ahead.
 class CudaTimer {
  public:
+  enum class Timing { host_paced, device };
+  explicit CudaTimer(Timing timing = Timing::host_paced) : timing_(timing) {
+    if (timing_ == Timing::device) {
+      XGR_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&release_), sizeof(int), cudaHostAllocMapped));
+      XGR_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_release_), release_, 0));
+      set_release(1);
+    }
+  }
+  CudaTimer(const CudaTimer&) = delete;
+  CudaTimer& operator=(const CudaTimer&) = delete;
+  ~CudaTimer() {
+    if (release_ != nullptr) (void)cudaFreeHost(release_);
+  }
+
   template <class Body>
   void run(benchmark::State& state, Body&& body) {
     run(state, [](cudaStream_t) {}, std::forward<Body>(body));
@@ -71,9 +101,11 @@ class CudaTimer {
     times_s_.reserve(static_cast<std::size_t>(state.max_iterations));
     for (auto _ : state) {
       setup(stream_.get());
+      hold();
       start_.record(stream_.get());
       body(stream_.get());
       stop_.record(stream_.get());
+      release();
       stop_.synchronize();
       const double seconds = static_cast<double>(Event::elapsed_ms(start_, stop_)) * 1e-3;
       state.SetIterationTime(seconds);
@@ -92,6 +124,20 @@ class CudaTimer {
   }
 
  private:
+  void hold() {
+    if (timing_ != Timing::device) return;
+    set_release(0);
+    hold_stream_kernel<<<1, 1, 0, stream_.get()>>>(device_release_);
+    XGR_CUDA_CHECK_LAUNCH();
+  }
+  void release() {
+    if (timing_ == Timing::device) set_release(1);
+  }
+  void set_release(int value) { *static_cast<volatile int*>(release_) = value; }
+
+  Timing timing_;
+  int* release_ = nullptr;         // pinned, mapped: written by the host, polled by the hold kernel
+  int* device_release_ = nullptr;
   Stream stream_;
   Event start_;
   Event stop_;

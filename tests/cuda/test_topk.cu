@@ -135,7 +135,7 @@ TEST_CASE("survivor overflow falls back to an exact selection over the input") {
   spec.k = 8;
   auto input = xgr::test::make_topk_input<float>(spec, rng);
   const std::size_t positions = spec.rows_per_group * spec.vocab;
-  const std::size_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k));
+  const std::size_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k), spec.k);
   REQUIRE(runs * detail::sample_run < positions);
   for (std::size_t group = 0; group < spec.groups; ++group) {
     for (std::size_t run = 0; run < runs; ++run) {

@@ -1,24 +1,25 @@
 // xgr/topk/cuda.cuh — MaskedTopK on the GPU (see topk.hpp for the contract, host.hpp for the
 // reference, docs/topk.md for the algorithm and its bounds).
 //
-// Default policy, EarlyExit, in three launches batched over every group of the call:
+// Default policy, EarlyExit, in four launches batched over every group of the call:
 //
-//   1. sample_bound   one block per group reads an evenly spread sample of the group's candidates
-//                     (32-byte chunks, so no sector is half used); each thread keeps its two best
-//                     keys and the block selects the k-th largest of those. They are k real
-//                     candidates, so the group's k-th key is at least that: a lower bound, never an
-//                     estimate.
-//   2. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
+//   1. sample         many blocks per group read about one position in 16, as runs of 16
+//                     consecutive candidates (aligned 16-byte loads); each thread keeps the best
+//                     score of its run, and each warp passes its best few runs on.
+//   2. bound          one block per group selects a score reached by k of those runs. The runs are
+//                     disjoint, so k distinct candidates reach it and the group's k-th key is at
+//                     least that: a lower bound, never an estimate.
+//   3. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
 //                     below its group's bound cannot be in the top k and is dropped in registers;
 //                     rows whose score bound (optional) is below it are not read at all. Survivors
-//                     are appended to a per-group buffer with one atomic per warp.
-//   3. select         one block per group splits the survivors' range [bound, max] into bins, takes
-//                     every key above the bin of the k-th, selects the rest exactly inside that bin
-//                     (in shared memory), and writes the winners in order.
+//                     are appended to a per-group buffer with one atomic per block.
+//   4. select         one block per group stages the survivors in shared memory, selects the k-th
+//                     exactly by splitting their range [bound, max] into bins, and writes the
+//                     winners in order.
 //
-// Expected survivors are about k x (group size / sample size); if a group's survivors overflow
-// their buffer (adversarial orderings), step 3 falls back to selecting over the group's input
-// directly: slower, still exact.
+// Expected survivors are about k x 16 (k x group size / sampled positions); if a group's survivors
+// overflow their buffer (adversarial orderings), step 4 falls back to selecting over the group's
+// input directly: slower, still exact.
 #pragma once
 
 #include <cub/device/device_segmented_radix_sort.cuh>
@@ -343,9 +344,7 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 // `runs` of them spread evenly (run i starts at i x positions / runs, rounded down to a multiple of
 // sample_run, so that dense runs of aligned rows are aligned vectors). Consecutive starts differ by
 // at least sample_run, so runs never overlap: their best candidates are distinct candidates.
-XGR_HOST_DEVICE constexpr std::uint64_t sampled_runs(std::uint64_t positions, std::uint64_t slots_per_group) {
-  return positions / sample_run < slots_per_group ? positions / sample_run : slots_per_group;
-}
+
 XGR_HOST_DEVICE constexpr std::uint64_t sample_run_start(std::uint64_t run, std::uint64_t positions, std::uint64_t runs) {
   return run * positions / runs / sample_run * sample_run;
 }
@@ -358,6 +357,13 @@ XGR_HOST_DEVICE constexpr std::uint64_t sample_slots(std::uint64_t max_positions
   const std::uint64_t blocks = (wanted + sample_threads - 1) / sample_threads;
   return blocks * sample_threads < max_sample_runs ? (blocks > 0 ? blocks : 1) * sample_threads : max_sample_runs;
 }
+// Runs sampled from a group of `positions` with `slots` run slots launched (sized for the call's
+// largest group): what sample_slots asks for this group, no more than fit without overlapping.
+XGR_HOST_DEVICE constexpr std::uint64_t sampled_runs(std::uint64_t positions, std::uint64_t slots, std::uint64_t k) {
+  const std::uint64_t wanted = sample_slots(positions, k) < slots ? sample_slots(positions, k) : slots;
+  return positions / sample_run < wanted ? positions / sample_run : wanted;
+}
+
 // Runs each sample warp passes on to the bound: about 2k / warps (the k best runs spread evenly over
 // the warps, twice over), at least 2. A warp holding more of the k best than it passes on only
 // lowers the bound a little: it stays a bound.
@@ -466,26 +472,28 @@ __device__ inline std::uint32_t warp_sort_descending(std::uint32_t value) {
 }
 
 // Many blocks per group, one run per thread (its loads issued before any is used). Runs are dealt
-// to the blocks round-robin, so every warp samples the whole group evenly even when the best
-// candidates crowd into a few rows (the beams of a high running score). Each warp passes on its
-// `kept_per_warp` best runs, so that bound_kernel selects among about 2k values, not among every run.
+// to the group's warps round-robin (run = lane x warps + warp), so every warp samples the whole
+// group evenly even when the best candidates crowd into a few rows (the beams of a high running
+// score), and every warp has runs even when the group has fewer runs than threads. Each warp passes
+// on its `kept_per_warp` best runs, so that bound_kernel selects among about 2k values, not among
+// every run.
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
                                                                 std::uint32_t kept_per_warp, std::uint32_t* sampled) {
   constexpr std::uint32_t warps = sample_threads / 32;
   const std::uint32_t group = blockIdx.x / blocks_per_group;
   const std::uint32_t block = blockIdx.x % blocks_per_group;
-  const std::uint32_t run = threadIdx.x * blocks_per_group + block;
+  const std::uint32_t warp_in_group = block * warps + threadIdx.x / 32;
+  const std::uint32_t run = threadIdx.x % 32 * (blocks_per_group * warps) + warp_in_group;
   const std::uint32_t first_row = problem.group_begin(group);
   const std::uint32_t end_row = problem.group_end(group);
   const std::uint64_t positions = group_positions(problem, first_row, end_row);
-  const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads);
+  const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, problem.k);
   const std::uint32_t best = run < runs ? run_best(problem, first_row, end_row, sample_run_start(run, positions, runs)) : 0u;
   const std::uint32_t sorted = warp_sort_descending(best);
   const std::uint32_t lane = threadIdx.x % 32;
   if (lane < kept_per_warp) {
-    const std::size_t warp = (static_cast<std::size_t>(group) * blocks_per_group + block) * warps + threadIdx.x / 32;
-    sampled[warp * kept_per_warp + lane] = sorted;
+    sampled[(static_cast<std::size_t>(group) * blocks_per_group * warps + warp_in_group) * kept_per_warp + lane] = sorted;
   }
 }
 
