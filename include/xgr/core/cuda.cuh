@@ -83,6 +83,56 @@ struct SpaceAllocator<MemorySpace::pinned> {
   return count;
 }
 
+namespace detail {
+
+// Programmatic dependent launch (compute capability 9.0 and later). A kernel started with
+// launch_overlapping() may become resident while the kernel before it in the stream is still
+// running, once every block of that kernel has called allow_dependent_launch() or exited; it may
+// do work that does not depend on that kernel (index arithmetic, loading its own inputs) and must
+// call wait_for_prior_grid() in every block before it reads or writes anything that kernel writes.
+// The wait returns once the prior grid has completed and its writes are visible. On older devices
+// both calls compile to nothing and the launch is ordinary stream order.
+__device__ inline void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ inline void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether the current device runs programmatic dependent launches (a cheap attribute query).
+[[nodiscard]] inline bool overlapping_launch_supported() {
+  int device = 0;
+  XGR_CUDA_CHECK(cudaGetDevice(&device));
+  int major = 0;
+  XGR_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 9;
+}
+
+// Launches `kernel` as a programmatic dependent of the previous work in `stream` (see above);
+// every block of `kernel` must call wait_for_prior_grid() before touching what that work writes.
+template <class... Parameters, class... Arguments>
+void launch_overlapping(void (*kernel)(Parameters...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                        Arguments&&... arguments) {
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = &overlap;
+  config.numAttrs = overlapping_launch_supported() ? 1 : 0;
+  XGR_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...));
+}
+
+}  // namespace detail
+
 // RAII CUDA stream. Non-blocking by default: xgr never relies on implicit legacy-stream sync.
 class Stream {
  public:

@@ -6,9 +6,10 @@
 //   1. sample         many blocks per group read about one position in 16, as runs of 16
 //                     consecutive candidates (aligned 16-byte loads); each thread keeps the best
 //                     score of its run, and each warp passes its best few runs on.
-//   2. bound          one block per group selects a score reached by k of those runs. The runs are
-//                     disjoint, so k distinct candidates reach it and the group's k-th key is at
-//                     least that: a lower bound, never an estimate.
+//   2. bound          one block per group selects a score reached by r of those runs (r = k for
+//                     small k and groups sampled whole, else well below it). The runs are disjoint,
+//                     so r distinct candidates reach it; for any input that does not crowd its best
+//                     into the sample, at least k do (see bound_rank).
 //   3. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
 //                     below its group's bound cannot be in the top k and is dropped in registers;
 //                     rows whose score bound (optional) is below it are not read at all. Survivors
@@ -17,14 +18,18 @@
 //                     exactly by splitting their range [bound, max] into bins, and writes the
 //                     winners in order.
 //
-// Expected survivors are about k x 16 (k x group size / sampled positions); if a group's survivors
-// overflow their buffer (adversarial orderings), step 4 falls back to selecting over the group's
-// input directly: slower, still exact.
+// Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
+// the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
+// Expected survivors are about 3k for k = 256. A group whose survivors overflow their buffer (an
+// adversarial order hiding the best from the sample) or number fewer than k (the sample held more
+// than its share of the best) is detected in step 4, which then selects over the group's input
+// directly: slower, still exact.
 #pragma once
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -341,12 +346,18 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 }
 
 // The sample: a group of `positions` candidates is read in runs of sample_run consecutive positions,
-// `runs` of them spread evenly (run i starts at i x positions / runs, rounded down to a multiple of
-// sample_run, so that dense runs of aligned rows are aligned vectors). Consecutive starts differ by
-// at least sample_run, so runs never overlap: their best candidates are distinct candidates.
+// `runs` of them spread evenly. Run i lies in its own cell [i x positions / runs, (i + 1) x positions
+// / runs) (bounds rounded down to multiples of sample_run, so that dense runs of aligned rows are
+// aligned vectors) at a slot picked by hashing i: runs never overlap, so their best candidates are
+// distinct candidates, and they do not sit at the same columns of every row (when vocab is a
+// multiple of the cell width), where a token every beam scores highly would be sampled in every row.
 
 XGR_HOST_DEVICE constexpr std::uint64_t sample_run_start(std::uint64_t run, std::uint64_t positions, std::uint64_t runs) {
-  return run * positions / runs / sample_run * sample_run;
+  const std::uint64_t cell_begin = run * positions / runs / sample_run * sample_run;
+  const std::uint64_t cell_end = (run + 1) * positions / runs / sample_run * sample_run;
+  const std::uint64_t slots = (cell_end - cell_begin) / sample_run;  // >= 1: runs <= positions / sample_run
+  const std::uint64_t slot = slots > 1 ? ((run * 0x9E3779B97F4A7C15ull) >> 40) % slots : 0;
+  return cell_begin + slot * sample_run;
 }
 // Run slots per group for groups of at most `max_positions` and a given k: about one position in
 // sample_stride, and at least 4k runs (the bound is the k-th best run, so it needs many more than
@@ -371,6 +382,23 @@ XGR_HOST_DEVICE constexpr std::uint32_t sample_kept_per_warp(std::uint64_t block
   const std::uint64_t warps = blocks * (sample_threads / 32);
   const std::uint64_t kept = (2 * k + warps - 1) / warps;
   return static_cast<std::uint32_t>(kept < 2 ? 2 : kept > 32 ? 32 : kept);
+}
+
+// The rank, among a group's sampled runs, at which the bound is taken. The k-th best run is a bound
+// no input can defeat, but it lets about k x positions / sampled positions candidates through (16k
+// for the usual 1-in-16 sample). Taking the r-th best run instead, with r = m + 6 sqrt(m) + 6 for
+// the m = k x sampled / positions of the group's k best that the sample holds on average, lets
+// about r x positions / sampled through: 740 instead of 4,096 for k = 256. It is a bound with
+// overwhelming probability, not always: fewer than k candidates reach it only if the sample holds
+// at least r of fewer than k, more than six standard deviations above the mean (below 1e-9 for
+// any k when the input's order is unrelated to the sample positions). The select kernel detects
+// that (fewer than k survivors) and selects over the group's input instead. Small k and groups
+// sampled whole get r = k.
+XGR_HOST_DEVICE inline std::uint32_t bound_rank(std::uint64_t k, std::uint64_t runs, std::uint64_t positions) {
+  if (positions == 0) return static_cast<std::uint32_t>(k);
+  const double mean = static_cast<double>(k) * static_cast<double>(runs * sample_run) / static_cast<double>(positions);
+  const double rank = ceil(mean + 6.0 * sqrt(mean) + 6.0);
+  return rank >= static_cast<double>(k) ? static_cast<std::uint32_t>(k) : static_cast<std::uint32_t>(rank);
 }
 
 // The ordered score of the best selectable candidate of the run starting at `start` (0: none).
@@ -480,6 +508,7 @@ __device__ inline std::uint32_t warp_sort_descending(std::uint32_t value) {
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
                                                                 std::uint32_t kept_per_warp, std::uint32_t* sampled) {
+  ::xgr::detail::allow_dependent_launch();  // the bound blocks may become resident and wait for the sample
   constexpr std::uint32_t warps = sample_threads / 32;
   const std::uint32_t group = blockIdx.x / blocks_per_group;
   const std::uint32_t block = blockIdx.x % blocks_per_group;
@@ -498,34 +527,48 @@ __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T>
 }
 
 // ---- kernel 1b: the bound ------------------------------------------------------------------------
-// One block per group selects, from the runs the sample blocks kept, a score s reached by at least k
-// of them. The runs are disjoint, so at least k distinct candidates score >= s, and the group's
-// k-th largest key is >= (ordered(s) << 32): a bound, never an estimate. The selection splits the
-// range the values actually occupy (they are close together: fixed digit positions would pile them
-// into a few histogram bins) and stops once the chosen bin holds at most k/8 more values than
-// needed, so s sits just below the k-th best sampled run. With fewer than k kept runs holding a
-// selectable candidate the bound admits everything (1).
-template <int Threads>
-__global__ void __launch_bounds__(Threads) bound_kernel(const std::uint32_t* sampled, std::uint32_t sampled_per_group, std::uint32_t k,
+// One block per group selects, from the runs the sample blocks kept, a score s reached by at least
+// bound_rank(...) of them (k when the whole group was sampled; see bound_rank). The runs are
+// disjoint, so that many distinct candidates reach s, and (ordered(s) << 32) is the smallest key of
+// score s. The selection splits the range the values actually occupy (they are close together:
+// fixed digit positions would pile them into a few histogram bins) and stops once the chosen bin
+// holds at most rank/8 more values than needed, so s sits just below the rank-th best sampled run.
+// With fewer than k kept runs holding a selectable candidate the bound admits everything (1); a
+// bound above 1 therefore means the group has at least k selectable candidates.
+template <int Threads, class T>
+__global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
+                                                        const std::uint32_t* sampled, std::uint32_t sampled_per_group,
                                                         CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   __shared__ SelectShared shared;
+  // The filter blocks may become resident now: they load their tiles while the bound is selected.
+  ::xgr::detail::allow_dependent_launch();
+  ::xgr::detail::wait_for_prior_grid();
   const std::uint32_t group = blockIdx.x;
+  const std::uint32_t k = problem.k;
   const std::uint32_t* values = sampled + static_cast<std::size_t>(group) * sampled_per_group;
   std::uint32_t best[bound_values_per_thread];
+  std::uint32_t selectable = 0;
 #pragma unroll
   for (int j = 0; j < bound_values_per_thread; ++j) {
     const std::uint32_t i = j * Threads + threadIdx.x;
     best[j] = i < sampled_per_group ? values[i] : 0u;
+    selectable += __syncthreads_count(best[j] != 0);
   }
-  // Keys (score, position) so that they are distinct; only the score half makes the bound.
-  const auto for_each_key = [&](auto&& visit) {
+  CandidateKey threshold = 1;
+  if (selectable >= k) {
+    const std::uint64_t positions = group_positions(problem, problem.group_begin(group), problem.group_end(group));
+    const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
+    const std::uint32_t rank = bound_rank(k, runs, positions);
+    // Keys (score, position) so that they are distinct; only the score half makes the bound.
+    const auto for_each_key = [&](auto&& visit) {
 #pragma unroll
-    for (int j = 0; j < bound_values_per_thread; ++j) {
-      const std::uint32_t i = j * Threads + threadIdx.x;
-      visit(best[j] != 0 ? (static_cast<CandidateKey>(best[j]) << 32) | ~i : no_candidate);
-    }
-  };
-  const CandidateKey threshold = select_threshold(for_each_key, k, shared, k / 8, false, 0, 0);
+      for (int j = 0; j < bound_values_per_thread; ++j) {
+        const std::uint32_t i = j * Threads + threadIdx.x;
+        visit(best[j] != 0 ? (static_cast<CandidateKey>(best[j]) << 32) | ~i : no_candidate);
+      }
+    };
+    threshold = select_threshold(for_each_key, rank, shared, rank / 8, false, 0, 0);
+  }
   if (threadIdx.x == 0) {
     bounds[group] = threshold <= 1 ? CandidateKey{1} : threshold >> 32 << 32;
     survivor_max[group] = 0;
@@ -610,15 +653,12 @@ struct FilterTile {
 };
 
 template <class T>
-__device__ FilterTile locate_filter_tile(const DeviceProblem<T>& problem, std::uint32_t tiles_per_row, std::uint32_t tile,
-                                         std::uint32_t tiles, const CandidateKey* bounds) {
+__device__ FilterTile locate_filter_tile(const DeviceProblem<T>& problem, std::uint32_t tiles_per_row, std::uint32_t tile) {
   FilterTile where{0, 0, problem.groups, false};
-  if (tile >= tiles) return where;
   where.row = tile / tiles_per_row;
   where.first_column = tile % tiles_per_row * filter_tile;
   where.group = problem.group_of_row(where.row);
-  // Early exit: a row whose score bound is below the group's k-th bound is not read at all.
-  where.live = where.group < problem.groups && !(problem.row_bounds != nullptr && row_cannot_reach(problem, where.row, bounds[where.group]));
+  where.live = where.group < problem.groups;
   return where;
 }
 
@@ -727,10 +767,16 @@ __global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel
                                                                        std::uint32_t* survivor_counts, CandidateKey* survivors,
                                                                        std::size_t capacity) {
   __shared__ BlockReserve reserve;
-  const FilterTile where = locate_filter_tile(problem, tiles_per_row, blockIdx.x, problem.rows * tiles_per_row, bounds);
-  if (!where.live) return;
+  FilterTile where = locate_filter_tile(problem, tiles_per_row, blockIdx.x);
+  // The tile does not depend on the bound: its loads are in flight while the bound kernel finishes
+  // (launched overlapping it), unless row score bounds may spare reading the row at all.
   FilterValues<Vector, T> values;
-  load_filter_tile<Vector>(problem, where, values);
+  const bool load_early = problem.row_bounds == nullptr;
+  if (load_early) load_filter_tile<Vector>(problem, where, values);
+  ::xgr::detail::wait_for_prior_grid();
+  // Early exit: a row whose score bound is below the group's k-th bound is not read at all.
+  if (!where.live || row_cannot_reach(problem, where.row, bounds[where.group])) return;
+  if (!load_early) load_filter_tile<Vector>(problem, where, values);
   filter_loaded_tile<Vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
 }
 
@@ -739,6 +785,7 @@ template <class T>
 __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
                                                                         CandidateKey* survivor_max, std::uint32_t* survivor_counts,
                                                                         CandidateKey* survivors, std::size_t capacity) {
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel
   const std::uint32_t row = blockIdx.x;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
@@ -854,11 +901,16 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
   for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += static_cast<int>(blockDim.x)) {
     shared.select.histogram[word] = 0;
   }
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the kernel that wrote its input
   __syncthreads();
 
   const std::uint32_t found = source == SelectSource::input ? 0 : survivor_counts[group];
-  if (source == SelectSource::input || found > capacity) {
-    // No bound (baseline), or the survivors overflowed their buffer: select over the input itself.
+  // A bound above 1 promises at least k selectable candidates (bound_kernel), so fewer survivors
+  // mean the sample held more of the group's best than its share and the bound overreached.
+  const bool overreached = source == SelectSource::survivors && found < k && bounds[group] > 1;
+  if (source == SelectSource::input || found > capacity || overreached) {
+    // No bound (baseline), survivors that overflowed their buffer, or too few of them: select over
+    // the input itself.
     select_exact(GroupInputKeys<T>{problem, problem.group_begin(group), problem.group_end(group)}, k, shared);
   } else if (source == SelectSource::candidate_buffer) {
     select_exact(KeyArray{survivors + group * capacity, found}, k, shared);
@@ -1010,9 +1062,10 @@ __global__ void take_sorted_kernel(const Key* sorted, std::size_t group_stride, 
 // Sampling runs per group that a workspace for `limits` holds.
 [[nodiscard]] inline std::size_t sample_slots(const TopKLimits& limits) { return sample_slots(group_candidates(limits), limits.max_k); }
 
-// Survivor buffer per group. The bound sits near the sample's k-th best run, so about
-// k x (group / sampled positions) candidates survive: the buffer holds 4x that (at least what the
-// select kernel stages in shared memory, at most the whole group, where it cannot overflow).
+// Survivor buffer per group. The bound sits near the sample's bound_rank-th best run, so about
+// 3k candidates survive on usual inputs (k = 256); the buffer holds 4x what even the k-th best
+// run would let through, k x (group / sampled positions) (at least what the select kernel stages
+// in shared memory, at most the whole group, where it cannot overflow).
 [[nodiscard]] inline std::size_t survivor_capacity(const TopKLimits& limits) {
   const std::size_t candidates = group_candidates(limits);
   const std::size_t sampled = std::max<std::size_t>(1, sample_slots(limits) * sample_run);
@@ -1142,10 +1195,9 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
   // unit holds its own copy of select_kernel<T>, while a function-local static guard would be shared
   // by all of them and leave the other copies at the 48 KB default. The call is a cheap host call.
   XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
-  select_kernel<T><<<problem.groups, select_threads, boundary_bytes, stream>>>(
-      problem, source, bounds, survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
-      result.indices.data, result.indices.row_stride, result.counts.data());
-  XGR_CUDA_CHECK_LAUNCH();
+  ::xgr::detail::launch_overlapping(select_kernel<T>, problem.groups, select_threads, boundary_bytes, stream, problem, source, bounds,
+                                    survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
+                                    result.indices.data, result.indices.row_stride, result.counts.data());
 }
 
 // The most candidate positions any group of this call can have (sizes the sample's grid).
@@ -1166,25 +1218,26 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   sample_kernel<T><<<problem.groups * blocks_per_group, sample_threads, 0, stream>>>(problem, blocks_per_group, kept_per_warp,
                                                                                     scratch.sampled);
   XGR_CUDA_CHECK_LAUNCH();
-  bound_kernel<bound_threads><<<problem.groups, bound_threads, 0, stream>>>(scratch.sampled, sampled_per_group, problem.k, scratch.bounds,
-                                                                            scratch.survivor_max, scratch.survivor_counts);
-  XGR_CUDA_CHECK_LAUNCH();
+  // The bound, filter and select kernels start overlapping the kernel before them (see
+  // launch_overlapping): launch latency is hidden and the filter's first tiles load during the bound.
+  ::xgr::detail::launch_overlapping(bound_kernel<bound_threads, T>, problem.groups, bound_threads, 0, stream, problem, blocks_per_group,
+                                    scratch.sampled, sampled_per_group, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
   if (problem.mask == MaskKind::sparse) {
-    filter_sparse_kernel<T><<<problem.rows, filter_threads, 0, stream>>>(problem, scratch.bounds, scratch.survivor_max,
-                                                                         scratch.survivor_counts, scratch.survivors, capacity);
+    ::xgr::detail::launch_overlapping(filter_sparse_kernel<T>, problem.rows, filter_threads, 0, stream, problem, scratch.bounds,
+                                      scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
   } else {
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const std::uint32_t tiles = problem.rows * tiles_per_row;
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
     if (aligned) {
-      filter_dense_kernel<16 / sizeof(T), T, filter_blocks_per_sm><<<tiles, filter_threads, 0, stream>>>(
-          problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
+      ::xgr::detail::launch_overlapping(filter_dense_kernel<16 / sizeof(T), T, filter_blocks_per_sm>, tiles, filter_threads, 0, stream,
+                                        problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts,
+                                        scratch.survivors, capacity);
     } else {
-      filter_dense_kernel<1, T><<<tiles, filter_threads, 0, stream>>>(problem, tiles_per_row, scratch.bounds, scratch.survivor_max,
-                                                                     scratch.survivor_counts, scratch.survivors, capacity);
+      ::xgr::detail::launch_overlapping(filter_dense_kernel<1, T>, tiles, filter_threads, 0, stream, problem, tiles_per_row, scratch.bounds,
+                                        scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     }
   }
-  XGR_CUDA_CHECK_LAUNCH();
   launch_select(problem, SelectSource::survivors, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
                 capacity, result, stream);
 }
