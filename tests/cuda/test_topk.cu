@@ -154,29 +154,6 @@ TEST_CASE("survivor overflow falls back to an exact selection over the input") {
   CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
 }
 
-TEST_CASE("sampled runs stay inside the group, never overlap, and the bound rank stays in [1, k]") {
-  namespace detail = xgr::topk::cuda_detail;
-  auto rng = xgr::test::make_rng(233);
-  for (int trial = 0; trial < 200; ++trial) {
-    const std::uint64_t positions = std::uniform_int_distribution<std::uint64_t>(16, std::uint64_t{1} << 24)(rng);
-    const std::uint64_t k = std::uniform_int_distribution<std::uint64_t>(1, 1024)(rng);
-    const std::uint64_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, k), k);
-    REQUIRE(runs >= 1);
-    std::uint64_t previous_end = 0;
-    for (std::uint64_t run = 0; run < runs; ++run) {
-      const std::uint64_t start = detail::sample_run_start(run, positions, runs);
-      CHECK(start % detail::sample_run == 0);
-      CHECK(start >= previous_end);
-      previous_end = start + detail::sample_run;
-    }
-    CHECK(previous_end <= positions);
-    const std::uint32_t rank = detail::bound_rank(k, runs, positions);
-    CHECK(rank >= 1);
-    CHECK(rank <= k);
-    if (runs * detail::sample_run == positions) CHECK(rank == k);
-  }
-}
-
 TEST_CASE("a sample holding more than its share of the best falls back to an exact selection") {
   // Thirty sampled runs each hold one outstanding score, and nothing else comes near. The bound is
   // taken at the sample's r-th best run (r < 30 < k), which only r candidates reach: fewer than k,

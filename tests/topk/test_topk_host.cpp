@@ -1,8 +1,11 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -12,6 +15,7 @@
 #include "support/random.hpp"
 #include "support/topk_inputs.hpp"
 #include "xgr/topk/host.hpp"
+#include "xgr/topk/sample_layout.hpp"
 
 namespace {
 
@@ -542,3 +546,61 @@ TEST_CASE("a sparse mask with no entries at all selects nothing (max_sparse_entr
   check_group(out, 0, 0, {}, {});
   check_group(out, 1, 0, {}, {});
 }
+TEST_CASE("sampled runs stay inside the group, never overlap, and the bound rank stays in [1, k]") {
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(233);
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::uint64_t positions = std::uniform_int_distribution<std::uint64_t>(16, std::uint64_t{1} << 24)(rng);
+    const std::uint64_t k = std::uniform_int_distribution<std::uint64_t>(1, 1024)(rng);
+    const std::uint64_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, k), k);
+    REQUIRE(runs >= 1);
+    std::uint64_t previous_end = 0;
+    for (std::uint64_t run = 0; run < runs; ++run) {
+      const std::uint64_t start = detail::sample_run_start(run, positions, runs);
+      CHECK(start % detail::sample_run == 0);
+      CHECK(start >= previous_end);
+      previous_end = start + detail::sample_run;
+    }
+    CHECK(previous_end <= positions);
+    const std::uint32_t rank = detail::bound_rank(k, runs, positions);
+    CHECK(rank >= 1);
+    CHECK(rank <= k);
+    if (runs * detail::sample_run == positions) CHECK(rank == k);
+  }
+}
+
+TEST_CASE("the sample's r-th best run is a bound on random inputs") {
+  // What bound_kernel computes, without its per-warp truncation (which can only lower the bound):
+  // the bound_rank-th best of the sampled runs' bests, over the sample layout the kernels use. At
+  // least k candidates of the group must reach it, or the select falls back to the slow path.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(239);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  struct Shape {
+    std::uint64_t positions, k;
+  };
+  const Shape shapes[] = {{256 * 8192, 256}, {128 * 8192, 128}, {512 * 4096, 512}, {50 * 4001, 64}, {8 * 8192, 1024}, {20000, 3}};
+  for (const Shape& shape : shapes) {
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<float> scores(shape.positions);
+      for (float& score : scores) score = normal(rng);
+      const std::uint64_t runs = detail::sampled_runs(shape.positions, detail::sample_slots(shape.positions, shape.k), shape.k);
+      std::vector<float> bests(runs);
+      for (std::uint64_t run = 0; run < runs; ++run) {
+        const std::uint64_t start = detail::sample_run_start(run, shape.positions, runs);
+        bests[run] = *std::max_element(scores.begin() + static_cast<std::ptrdiff_t>(start),
+                                       scores.begin() + static_cast<std::ptrdiff_t>(start + detail::sample_run));
+      }
+      const std::uint32_t rank = detail::bound_rank(shape.k, runs, shape.positions);
+      REQUIRE(rank >= 1);
+      REQUIRE(rank <= runs);
+      std::nth_element(bests.begin(), bests.begin() + (rank - 1), bests.end(), std::greater<>());
+      const float bound = bests[rank - 1];
+      const auto reaching = static_cast<std::uint64_t>(std::count_if(scores.begin(), scores.end(), [&](float s) { return s >= bound; }));
+      CHECK_MESSAGE(reaching >= shape.k, "positions=" << shape.positions << " k=" << shape.k << " rank=" << rank << " reaching=" << reaching);
+      // The point of r < k: far fewer survivors than the k-th best run would let through.
+      if (rank < shape.k) CHECK(reaching < shape.k * shape.positions / (runs * detail::sample_run));
+    }
+  }
+}
+

@@ -29,7 +29,6 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -40,18 +39,15 @@
 #include "xgr/topk/host.hpp"  // the reference, so that one include gives both
 #include "xgr/topk/keys.hpp"
 #include "xgr/topk/policies.hpp"
+#include "xgr/topk/sample_layout.hpp"
 #include "xgr/topk/topk.hpp"
 
 namespace xgr {
 namespace topk::cuda_detail {
 
 // ---- tuning ------------------------------------------------------------------------------------
-inline constexpr int sample_threads = 256;
-inline constexpr int sample_run = 16;     // consecutive positions a sampling thread reads; it keeps their best
-inline constexpr int sample_stride = 16;  // about one position in sample_stride is sampled (runs spread evenly)
 inline constexpr int bound_threads = 1024;
 inline constexpr int bound_values_per_thread = 4;  // the kept runs of a group, held in registers by the bound kernel
-inline constexpr std::uint32_t max_sample_runs = 16384;  // per group; at most 64 sample blocks
 static_assert(bound_threads * bound_values_per_thread >= 2 * 1024 + max_sample_runs / 32,
               "the bound kernel must hold every kept run: warps x max(2, 2k / warps) for k <= max_topk_k");
 inline constexpr int filter_threads = 256;
@@ -343,62 +339,6 @@ template <class T>
 __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row) {
   if (problem.mask == MaskKind::sparse) return problem.row_ptr[end_row] - problem.row_ptr[first_row];
   return static_cast<std::uint64_t>(end_row - first_row) * problem.vocab;
-}
-
-// The sample: a group of `positions` candidates is read in runs of sample_run consecutive positions,
-// `runs` of them spread evenly. Run i lies in its own cell [i x positions / runs, (i + 1) x positions
-// / runs) (bounds rounded down to multiples of sample_run, so that dense runs of aligned rows are
-// aligned vectors) at a slot picked by hashing i: runs never overlap, so their best candidates are
-// distinct candidates, and they do not sit at the same columns of every row (when vocab is a
-// multiple of the cell width), where a token every beam scores highly would be sampled in every row.
-
-XGR_HOST_DEVICE constexpr std::uint64_t sample_run_start(std::uint64_t run, std::uint64_t positions, std::uint64_t runs) {
-  const std::uint64_t cell_begin = run * positions / runs / sample_run * sample_run;
-  const std::uint64_t cell_end = (run + 1) * positions / runs / sample_run * sample_run;
-  const std::uint64_t slots = (cell_end - cell_begin) / sample_run;  // >= 1: runs <= positions / sample_run
-  const std::uint64_t slot = slots > 1 ? ((run * 0x9E3779B97F4A7C15ull) >> 40) % slots : 0;
-  return cell_begin + slot * sample_run;
-}
-// Run slots per group for groups of at most `max_positions` and a given k: about one position in
-// sample_stride, and at least 4k runs (the bound is the k-th best run, so it needs many more than
-// k); whole sample blocks, at most max_sample_runs.
-XGR_HOST_DEVICE constexpr std::uint64_t sample_slots(std::uint64_t max_positions, std::uint64_t k) {
-  const std::uint64_t spread = (max_positions + sample_run * sample_stride - 1) / (sample_run * sample_stride);
-  const std::uint64_t wanted = spread > 4 * k ? spread : 4 * k;
-  const std::uint64_t blocks = (wanted + sample_threads - 1) / sample_threads;
-  return blocks * sample_threads < max_sample_runs ? (blocks > 0 ? blocks : 1) * sample_threads : max_sample_runs;
-}
-// Runs sampled from a group of `positions` with `slots` run slots launched (sized for the call's
-// largest group): what sample_slots asks for this group, no more than fit without overlapping.
-XGR_HOST_DEVICE constexpr std::uint64_t sampled_runs(std::uint64_t positions, std::uint64_t slots, std::uint64_t k) {
-  const std::uint64_t wanted = sample_slots(positions, k) < slots ? sample_slots(positions, k) : slots;
-  return positions / sample_run < wanted ? positions / sample_run : wanted;
-}
-
-// Runs each sample warp passes on to the bound: about 2k / warps (the k best runs spread evenly over
-// the warps, twice over), at least 2. A warp holding more of the k best than it passes on only
-// lowers the bound a little: it stays a bound.
-XGR_HOST_DEVICE constexpr std::uint32_t sample_kept_per_warp(std::uint64_t blocks, std::uint64_t k) {
-  const std::uint64_t warps = blocks * (sample_threads / 32);
-  const std::uint64_t kept = (2 * k + warps - 1) / warps;
-  return static_cast<std::uint32_t>(kept < 2 ? 2 : kept > 32 ? 32 : kept);
-}
-
-// The rank, among a group's sampled runs, at which the bound is taken. The k-th best run is a bound
-// no input can defeat, but it lets about k x positions / sampled positions candidates through (16k
-// for the usual 1-in-16 sample). Taking the r-th best run instead, with r = m + 6 sqrt(m) + 6 for
-// the m = k x sampled / positions of the group's k best that the sample holds on average, lets
-// about r x positions / sampled through: 740 instead of 4,096 for k = 256. It is a bound with
-// overwhelming probability, not always: fewer than k candidates reach it only if the sample holds
-// at least r of fewer than k, more than six standard deviations above the mean (below 1e-9 for
-// any k when the input's order is unrelated to the sample positions). The select kernel detects
-// that (fewer than k survivors) and selects over the group's input instead. Small k and groups
-// sampled whole get r = k.
-XGR_HOST_DEVICE inline std::uint32_t bound_rank(std::uint64_t k, std::uint64_t runs, std::uint64_t positions) {
-  if (positions == 0) return static_cast<std::uint32_t>(k);
-  const double mean = static_cast<double>(k) * static_cast<double>(runs * sample_run) / static_cast<double>(positions);
-  const double rank = ceil(mean + 6.0 * sqrt(mean) + 6.0);
-  return rank >= static_cast<double>(k) ? static_cast<std::uint32_t>(k) : static_cast<std::uint32_t>(rank);
 }
 
 // The ordered score of the best selectable candidate of the run starting at `start` (0: none).
