@@ -30,8 +30,8 @@ XGR_HOST_DEVICE constexpr std::uint64_t sample_run_start(std::uint64_t run, std:
 }
 
 // Run slots per group for groups of at most `max_positions` and a given k: about one position in
-// sample_stride, and at least 4k runs (the bound is the k-th best run, so it needs many more than
-// k); whole sample blocks, at most max_sample_runs.
+// sample_stride, and at least 4k runs (the bound is the bound_rank-th best run, up to the k-th, so
+// it needs many more than k); whole sample blocks, at most max_sample_runs.
 XGR_HOST_DEVICE constexpr std::uint64_t sample_slots(std::uint64_t max_positions, std::uint64_t k) {
   const std::uint64_t spread = (max_positions + sample_run * sample_stride - 1) / (sample_run * sample_stride);
   const std::uint64_t wanted = spread > 4 * k ? spread : 4 * k;
