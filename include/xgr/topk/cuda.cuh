@@ -47,6 +47,7 @@ namespace topk::cuda_detail {
 
 // ---- tuning ------------------------------------------------------------------------------------
 inline constexpr int bound_threads = 1024;
+inline constexpr int small_bound_threads = 256;  // when the kept runs fit (k up to about 512)
 inline constexpr int bound_values_per_thread = 4;  // the kept runs of a group, held in registers by the bound kernel
 static_assert(bound_threads * bound_values_per_thread >= 2 * 1024 + max_sample_runs / 32,
               "the bound kernel must hold every kept run: warps x max(2, 2k / warps) for k <= max_topk_k");
@@ -150,39 +151,53 @@ __device__ inline std::uint32_t warp_inclusive_sum(std::uint32_t value) {
 __device__ constexpr std::uint32_t histogram_slot(std::uint32_t bin) { return bin + (bin >> 5); }
 inline constexpr int histogram_words = split_bins + split_bins / 32;
 
-// Warp 0 finds the bin holding the rank-th largest key (rank >= 1) of a (padded) histogram.
+// The block finds the bin holding the rank-th largest key (rank >= 1) of a (padded) histogram. Each
+// warp totals a stretch of consecutive bins (warp 0 the highest), reading 32 adjacent bins per step
+// so that no two lanes share a bank; every warp scans the warp totals, and the one warp whose stretch
+// crosses `rank` walks it 32 bins at a time. One warp scanning every bin alone kept the rest of the
+// block waiting at the next barrier for about a third of the select kernel's time. All threads must
+// call it; blockDim.x must be a multiple of 32 with Bins / warps a multiple of 32. It synchronises
+// once; the caller synchronises before reading `choice`.
 template <int Bins>
-__device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank, BinChoice& choice) {
+__device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank, std::uint32_t* warp_totals, BinChoice& choice) {
   static_assert(Bins % 32 == 0);
-  if (threadIdx.x >= 32) return;
-  const unsigned lane = threadIdx.x;
-  constexpr int bins_per_lane = Bins / 32;
-  const int top_bin = Bins - 1 - static_cast<int>(lane) * bins_per_lane;  // lane 0 owns the highest bins
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned warp = threadIdx.x / 32;
+  const unsigned warps = blockDim.x / 32;
+  const unsigned bins_per_warp = Bins / warps;
+  const int warp_top_bin = Bins - 1 - static_cast<int>(warp * bins_per_warp);
+  const auto count_at = [&](unsigned offset) { return histogram[histogram_slot(static_cast<std::uint32_t>(warp_top_bin - static_cast<int>(offset)))]; };
   std::uint32_t lane_sum = 0;
+  for (unsigned offset = lane; offset < bins_per_warp; offset += 32) lane_sum += count_at(offset);
 #pragma unroll
-  for (int i = 0; i < bins_per_lane; ++i) lane_sum += histogram[histogram_slot(static_cast<std::uint32_t>(top_bin - i))];
-  const std::uint32_t inclusive = warp_inclusive_sum(lane_sum);
+  for (int delta = 16; delta > 0; delta /= 2) lane_sum += __shfl_xor_sync(0xffffffffu, lane_sum, delta);
+  if (lane == 0) warp_totals[warp] = lane_sum;
+  __syncthreads();
+  const std::uint32_t inclusive = warp_inclusive_sum(lane < warps ? warp_totals[lane] : 0u);
   const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
-  const std::uint32_t exclusive = inclusive - lane_sum;
-  const unsigned crossing = __ballot_sync(0xffffffffu, exclusive < rank && rank <= inclusive);
-  if (lane == 0) choice.too_few = total < rank ? 1u : 0u;
-  if (crossing != 0 && lane == static_cast<unsigned>(__ffs(static_cast<int>(crossing)) - 1)) {
-    std::uint32_t above = exclusive;
-    for (int i = 0; i < bins_per_lane; ++i) {
-      const std::uint32_t count = histogram[histogram_slot(static_cast<std::uint32_t>(top_bin - i))];
-      if (above + count >= rank) {
-        choice.bin = static_cast<std::uint32_t>(top_bin - i);
-        choice.above = above;
+  const std::uint32_t warp_inclusive = __shfl_sync(0xffffffffu, inclusive, static_cast<int>(warp));
+  std::uint32_t above = warp_inclusive - warp_totals[warp];
+  if (threadIdx.x == 0) choice.too_few = total < rank ? 1u : 0u;
+  if (!(above < rank && rank <= warp_inclusive)) return;  // warp-uniform: only the crossing warp goes on
+  for (unsigned base = 0; base < bins_per_warp; base += 32) {
+    const std::uint32_t count = count_at(base + lane);
+    const std::uint32_t running = above + warp_inclusive_sum(count);
+    const unsigned reached = __ballot_sync(0xffffffffu, running >= rank);
+    if (reached != 0) {
+      if (lane == static_cast<unsigned>(__ffs(static_cast<int>(reached)) - 1)) {
+        choice.bin = static_cast<std::uint32_t>(warp_top_bin - static_cast<int>(base + lane));
+        choice.above = running - count;
         choice.in_bin = count;
-        break;
       }
-      above += count;
+      return;
     }
+    above = __shfl_sync(0xffffffffu, running, 31);
   }
 }
 
 struct SelectShared {
   std::uint32_t histogram[histogram_words];
+  std::uint32_t warp_totals[32];
   BinChoice choice;
   unsigned long long low;
   unsigned long long high;
@@ -251,7 +266,7 @@ __device__ CandidateKey select_threshold(ForEachKey&& for_each_key, std::uint32_
       if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
     });
     __syncthreads();
-    find_rank_bin<split_bins>(shared.histogram, remaining, shared.choice);
+    find_rank_bin<split_bins>(shared.histogram, remaining, shared.warp_totals, shared.choice);
     __syncthreads();
     const BinChoice choice = shared.choice;
     __syncthreads();  // everyone has read `shared` before the next pass reuses it
@@ -424,13 +439,14 @@ __device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t
 
 // Sorts one value per lane into descending order across the warp (lane 0 the largest): a bitonic
 // network over shuffles, no shared memory.
-__device__ inline std::uint32_t warp_sort_descending(std::uint32_t value) {
+template <class Value>
+__device__ Value warp_sort_descending(Value value) {
   const unsigned lane = threadIdx.x % 32;
 #pragma unroll
   for (unsigned size = 2; size <= 32; size *= 2) {
 #pragma unroll
     for (unsigned stride = size / 2; stride > 0; stride /= 2) {
-      const std::uint32_t other = __shfl_xor_sync(0xffffffffu, value, stride);
+      const Value other = __shfl_xor_sync(0xffffffffu, value, stride);
       const bool descending = (lane & size) == 0;  // runs of `size` alternate; the last one is whole
       const bool keeps_larger = ((lane & stride) == 0) == descending;
       value = keeps_larger ? (other > value ? other : value) : (other < value ? other : value);
@@ -752,25 +768,39 @@ struct FinalShared {
   CandidateKey winners[max_topk_k];
 };
 
-// Writes the gathered winners (exactly min(k, candidates) distinct keys) in order: each winner's
-// output slot is the number of winners above it, counted against the shared list by a team of
-// lanes (blockDim / k of them, a power of two up to 32) that split the list and add their counts.
-// For k <= 1024 this is cheaper than a 64-bit block sort.
+// Writes the gathered winners (exactly min(k, candidates) distinct keys) in order. Each warp sorts
+// runs of 32 winners in registers (warp_sort_descending); a winner's output slot is then the number
+// of winners above it, which is the sum over the sorted runs of a binary search in each: about
+// (k / 32) x 6 shared loads per winner instead of k comparisons. Teams of lanes (blockDim / k of
+// them, a power of two up to 32) split the runs and add their counts.
 __device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
                                     std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
                                     std::uint32_t* counts) {
   __syncthreads();
   const std::uint32_t gathered = shared.winners_found < k ? shared.winners_found : k;
+  const std::uint32_t runs = (gathered + 31) / 32;  // runs * 32 <= max_topk_k: the padding fits in `winners`
+  for (std::uint32_t run = threadIdx.x / 32; run < runs; run += blockDim.x / 32) {
+    const std::uint32_t i = run * 32 + threadIdx.x % 32;
+    shared.winners[i] = warp_sort_descending(i < gathered ? shared.winners[i] : no_candidate);  // padding sorts last
+  }
+  __syncthreads();
   std::uint32_t team = 1;
   while (team < 32 && team * 2 * k <= blockDim.x) team *= 2;
   const std::uint32_t member = threadIdx.x % team;
-  for (std::uint32_t base = threadIdx.x / team; base < (k + blockDim.x / team - 1) / (blockDim.x / team) * (blockDim.x / team);
-       base += blockDim.x / team) {  // uniform trip count: whole teams shuffle together
-    const std::uint32_t i = base;
+  const std::uint32_t teams = blockDim.x / team;
+  for (std::uint32_t i = threadIdx.x / team; i < (k + teams - 1) / teams * teams; i += teams) {  // uniform trip count: whole teams shuffle together
     const CandidateKey key = i < gathered ? shared.winners[i] : no_candidate;
     std::uint32_t rank = 0;
     if (i < gathered) {
-      for (std::uint32_t j = member; j < gathered; j += team) rank += shared.winners[j] > key ? 1u : 0u;
+#pragma unroll 4
+      for (std::uint32_t run = member; run < runs; run += team) {
+        // Winners of this run above `key`: the run is descending, so that many lead it.
+        const CandidateKey* sorted = shared.winners + run * 32;
+        std::uint32_t above = 0;
+#pragma unroll
+        for (std::uint32_t step = 16; step > 0; step /= 2) above += sorted[above + step - 1] > key ? step : 0u;
+        rank += above + (sorted[above] > key ? 1u : 0u);
+      }
     }
     for (std::uint32_t delta = 1; delta < team; delta *= 2) rank += __shfl_xor_sync(0xffffffffu, rank, delta);
     if (member == 0 && i < k) {
@@ -888,7 +918,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
         atomicAdd(&shared.select.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
       });
       __syncthreads();
-      find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.choice);
+      find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.warp_totals, shared.select.choice);
       __syncthreads();
       const BinChoice split = shared.select.choice;
       __syncthreads();
@@ -1160,7 +1190,11 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   XGR_CUDA_CHECK_LAUNCH();
   // The bound, filter and select kernels start overlapping the kernel before them (see
   // launch_overlapping): launch latency is hidden and the filter's first tiles load during the bound.
-  ::xgr::detail::launch_overlapping(bound_kernel<bound_threads, T>, problem.groups, bound_threads, 0, stream, problem, blocks_per_group,
+  // A block just large enough to hold the kept runs: the bound is a handful of block-wide passes,
+  // and idle warps only add to every barrier and histogram sweep.
+  const bool small_bound = sampled_per_group <= small_bound_threads * bound_values_per_thread;
+  ::xgr::detail::launch_overlapping(small_bound ? bound_kernel<small_bound_threads, T> : bound_kernel<bound_threads, T>, problem.groups,
+                                    small_bound ? small_bound_threads : bound_threads, 0, stream, problem, blocks_per_group,
                                     scratch.sampled, sampled_per_group, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
   if (problem.mask == MaskKind::sparse) {
     ::xgr::detail::launch_overlapping(filter_sparse_kernel<T>, problem.rows, filter_threads, 0, stream, problem, scratch.bounds,
