@@ -16,14 +16,14 @@
 //                     are appended to a per-group buffer with one atomic per block.
 //   4. select         one block per group stages the survivors in shared memory, selects the k-th
 //                     exactly by splitting their range [bound, max] into bins, and writes the
-//                     winners in order.
+//                     winners in order (warp-sorted runs of 32, merged by binary search).
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
-// Expected survivors are about 3k for k = 256. A group whose survivors overflow their buffer (an
-// adversarial order hiding the best from the sample) or number fewer than k (the sample held more
-// than its share of the best) is detected in step 4, which then selects over the group's input
-// directly: slower, still exact.
+// Expected survivors are about 16 r (some 740 for k = 256). A group whose survivors overflow their
+// buffer (an adversarial order hiding the best from the sample) or number fewer than k (the sample
+// held more than its share of the best) is detected in step 4, which then selects over the group's
+// input directly: slower, still exact.
 #pragma once
 
 #include <cub/device/device_segmented_radix_sort.cuh>
