@@ -93,6 +93,41 @@ void check_policy_against_oracle(const char* policy_name, std::uint64_t salt, st
   }
 }
 
+// Two groups of 50 rows x 4001 columns of random scores, with the sampled runs the kernels use for
+// them: the fallback cases below plant scores in those runs so that the sample misleads the bound.
+struct SampledRunsCase {
+  xgr::test::TopKCase spec;
+  xgr::test::TopKInput<float> input;
+  std::size_t positions;  // per group
+  std::size_t runs;       // sampled runs per group
+
+  SampledRunsCase(std::uint64_t seed, std::size_t k, bool row_offsets) {
+    namespace detail = xgr::topk::cuda_detail;
+    auto rng = xgr::test::make_rng(seed);
+    spec.groups = 2;
+    spec.rows_per_group = 50;
+    spec.vocab = 4001;
+    spec.k = k;
+    spec.row_offsets = row_offsets;
+    input = xgr::test::make_topk_input<float>(spec, rng);
+    positions = spec.rows_per_group * spec.vocab;
+    runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k), spec.k);
+  }
+  // The score at a group's position (row-major over the group's rows).
+  float& score(std::size_t group, std::size_t position) {
+    const std::size_t row = group * spec.rows_per_group + position / spec.vocab;
+    return input.scores[row * spec.vocab + position % spec.vocab];
+  }
+  // EarlyExit on the GPU must still return the exact top k.
+  void check_exact() {
+    xgr::Stream stream;
+    xgr::DeviceWorkspace workspace;
+    const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
+    std::string why;
+    CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("CUDA EarlyExit equals the brute-force oracle on random problems (f32, f16, bf16)") {
@@ -127,31 +162,16 @@ TEST_CASE("survivor overflow falls back to an exact selection over the input") {
   // The sampled runs hold the lowest scores of the group, so the sample's bound lets almost every
   // candidate through and the survivor buffer overflows; the result must still be exact.
   namespace detail = xgr::topk::cuda_detail;
-  auto rng = xgr::test::make_rng(231);
-  xgr::test::TopKCase spec;
-  spec.groups = 2;
-  spec.rows_per_group = 50;
-  spec.vocab = 4001;
-  spec.k = 8;
-  auto input = xgr::test::make_topk_input<float>(spec, rng);
-  const std::size_t positions = spec.rows_per_group * spec.vocab;
-  const std::size_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k), spec.k);
-  REQUIRE(runs * detail::sample_run < positions);
-  for (std::size_t group = 0; group < spec.groups; ++group) {
-    for (std::size_t run = 0; run < runs; ++run) {
-      const std::size_t start = detail::sample_run_start(run, positions, runs);
-      for (std::size_t p = start; p < start + detail::sample_run; ++p) {
-        const std::size_t row = group * spec.rows_per_group + p / spec.vocab;
-        input.scores[row * spec.vocab + p % spec.vocab] = -1000.0f - static_cast<float>(p % 7);
-      }
+  SampledRunsCase c(231, 8, false);
+  REQUIRE(c.runs * detail::sample_run < c.positions);
+  for (std::size_t group = 0; group < c.spec.groups; ++group) {
+    for (std::size_t run = 0; run < c.runs; ++run) {
+      const std::size_t start = detail::sample_run_start(run, c.positions, c.runs);
+      for (std::size_t p = start; p < start + detail::sample_run; ++p) c.score(group, p) = -1000.0f - static_cast<float>(p % 7);
     }
   }
-  REQUIRE(positions - runs * detail::sample_run > detail::survivor_capacity(input.limits()));
-  xgr::Stream stream;
-  xgr::DeviceWorkspace workspace;
-  const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
-  std::string why;
-  CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
+  REQUIRE(c.positions - c.runs * detail::sample_run > detail::survivor_capacity(c.input.limits()));
+  c.check_exact();
 }
 
 TEST_CASE("a sample holding more than its share of the best falls back to an exact selection") {
@@ -159,30 +179,15 @@ TEST_CASE("a sample holding more than its share of the best falls back to an exa
   // taken at the sample's r-th best run (r < 30 < k), which only r candidates reach: fewer than k,
   // so the select must notice and select over the input.
   namespace detail = xgr::topk::cuda_detail;
-  auto rng = xgr::test::make_rng(237);
-  xgr::test::TopKCase spec;
-  spec.groups = 2;
-  spec.rows_per_group = 50;
-  spec.vocab = 4001;
-  spec.k = 64;
-  spec.row_offsets = true;
-  auto input = xgr::test::make_topk_input<float>(spec, rng);
-  const std::size_t positions = spec.rows_per_group * spec.vocab;
-  const std::size_t runs = detail::sampled_runs(positions, detail::sample_slots(positions, spec.k), spec.k);
+  SampledRunsCase c(237, 64, true);
   constexpr std::size_t outstanding = 30;
-  REQUIRE(detail::bound_rank(spec.k, runs, positions) < outstanding);
-  for (std::size_t group = 0; group < spec.groups; ++group) {
+  REQUIRE(detail::bound_rank(c.spec.k, c.runs, c.positions) < outstanding);
+  for (std::size_t group = 0; group < c.spec.groups; ++group) {
     for (std::size_t i = 0; i < outstanding; ++i) {
-      const std::size_t p = detail::sample_run_start(i * runs / outstanding, positions, runs) + 5;
-      const std::size_t row = group * spec.rows_per_group + p / spec.vocab;
-      input.scores[row * spec.vocab + p % spec.vocab] = 1000.0f + static_cast<float>(i);
+      c.score(group, detail::sample_run_start(i * c.runs / outstanding, c.positions, c.runs) + 5) = 1000.0f + static_cast<float>(i);
     }
   }
-  xgr::Stream stream;
-  xgr::DeviceWorkspace workspace;
-  const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
-  std::string why;
-  CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
+  c.check_exact();
 }
 
 TEST_CASE("the CUDA path rejects bad arguments before launching anything") {
