@@ -16,7 +16,7 @@
 //                     are appended to a per-group buffer with one atomic per block.
 //   4. select         one block per group stages the survivors in shared memory, selects the k-th
 //                     exactly by splitting their range [bound, max] into bins, and writes the
-//                     winners in order (warp-sorted runs of 32, merged by binary search).
+//                     winners in order (warp-sorted lists of 32, merged by binary search).
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
@@ -769,18 +769,18 @@ struct FinalShared {
 };
 
 // Writes the gathered winners (exactly min(k, candidates) distinct keys) in order. Each warp sorts
-// runs of 32 winners in registers (warp_sort_descending); a winner's output slot is then the number
-// of winners above it, which is the sum over the sorted runs of a binary search in each: about
-// (k / 32) x 6 shared loads per winner instead of k comparisons. Teams of lanes (blockDim / k of
-// them, a power of two up to 32) split the runs and add their counts.
+// lists of 32 winners in registers (warp_sort_descending); a winner's output slot is then the
+// number of winners above it, which is the sum over the sorted lists of a binary search in each:
+// about (k / 32) x 6 shared loads per winner instead of k comparisons. Teams of lanes (blockDim / k
+// of them, a power of two up to 32) split the lists and add their counts.
 __device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::uint32_t group, float* values,
                                     std::size_t values_stride, std::uint32_t* indices, std::size_t indices_stride,
                                     std::uint32_t* counts) {
   __syncthreads();
   const std::uint32_t gathered = shared.winners_found < k ? shared.winners_found : k;
-  const std::uint32_t runs = (gathered + 31) / 32;  // runs * 32 <= max_topk_k: the padding fits in `winners`
-  for (std::uint32_t run = threadIdx.x / 32; run < runs; run += blockDim.x / 32) {
-    const std::uint32_t i = run * 32 + threadIdx.x % 32;
+  const std::uint32_t lists = (gathered + 31) / 32;  // lists * 32 <= max_topk_k: the padding fits in `winners`
+  for (std::uint32_t list = threadIdx.x / 32; list < lists; list += blockDim.x / 32) {
+    const std::uint32_t i = list * 32 + threadIdx.x % 32;
     shared.winners[i] = warp_sort_descending(i < gathered ? shared.winners[i] : no_candidate);  // padding sorts last
   }
   __syncthreads();
@@ -793,9 +793,9 @@ __device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::u
     std::uint32_t rank = 0;
     if (i < gathered) {
 #pragma unroll 4
-      for (std::uint32_t run = member; run < runs; run += team) {
-        // Winners of this run above `key`: the run is descending, so that many lead it.
-        const CandidateKey* sorted = shared.winners + run * 32;
+      for (std::uint32_t list = member; list < lists; list += team) {
+        // Winners of this list above `key`: the list is descending, so that many lead it.
+        const CandidateKey* sorted = shared.winners + list * 32;
         std::uint32_t above = 0;
 #pragma unroll
         for (std::uint32_t step = 16; step > 0; step /= 2) above += sorted[above + step - 1] > key ? step : 0u;
