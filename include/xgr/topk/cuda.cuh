@@ -146,8 +146,9 @@ __device__ inline std::uint32_t warp_inclusive_sum(std::uint32_t value) {
   return value;
 }
 
-// Histograms are stored with one padding word after every 32 bins: warp 0 reads each lane's run of
-// consecutive bins in lockstep, and without the padding all 32 lanes would hit the same bank.
+// Histograms are stored with one padding word after every 32 bins. It served a scan in which each
+// lane read its own run of consecutive bins; find_rank_bin now reads 32 adjacent bins of one
+// aligned stretch per step, which no padding affects. Dropping it is a change to measure.
 __device__ constexpr std::uint32_t histogram_slot(std::uint32_t bin) { return bin + (bin >> 5); }
 inline constexpr int histogram_words = split_bins + split_bins / 32;
 
