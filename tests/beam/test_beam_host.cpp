@@ -156,6 +156,28 @@ TEST_CASE("exp_fixed is exp scaled by 2^43: exact at 0, zero below -30 and for N
   }
 }
 
+TEST_CASE("exp_fixed's conversion-free steps equal the conversions they replace") {
+  std::mt19937_64 rng = xgr::test::make_rng(103);
+  // round_to_integer == nearbyint (ties to even) over the range exp_fixed uses, ties included.
+  std::vector<float> values{-43.5f, -42.5f, -0.5f, -1.5f, 0.5f, -0.0f, 0.0f, -44.0f, -0.49999997f};
+  std::uniform_real_distribution<float> range(-44.0f, 1.0f);
+  for (int i = 0; i < 100000; ++i) values.push_back(range(rng));
+  for (float v : values) {
+    INFO("v = " << v);
+    const xgr::beam::detail::RoundedInteger rounded = xgr::beam::detail::round_to_integer(v);
+    CHECK(rounded.value == std::nearbyint(v));
+    CHECK(rounded.integer == static_cast<int>(std::nearbyint(v)));
+  }
+  // scaled_to_integer == truncating the exact product, for e in [0.5, 2) and powers 0..44.
+  std::uniform_real_distribution<float> significand(0.5f, 2.0f);
+  for (int i = 0; i < 100000; ++i) {
+    const float e = i == 0 ? 0.5f : i == 1 ? std::nextafter(2.0f, 0.0f) : significand(rng);
+    const int power = static_cast<int>(rng() % 45);
+    INFO("e = " << e << ", power = " << power);
+    CHECK(xgr::beam::detail::scaled_to_integer(e, power) == static_cast<std::uint64_t>(std::ldexp(static_cast<double>(e), power)));
+  }
+}
+
 TEST_CASE("exp_fixed is monotone on [-30, 0]") {
   std::mt19937_64 rng = xgr::test::make_rng(101);
   std::vector<float> xs;

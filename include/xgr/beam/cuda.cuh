@@ -3,12 +3,14 @@
 //
 // One step is a handful of launches on the caller's stream, none of which waits for the host:
 //
-//   1. allowed sets   from the trie, for every live beam (Filter policy): CSR tokens (two small
-//                     launches) or a dense bitset (one launch, the baseline).
+//   1. allowed sets   from the trie, for every live beam (Filter policy): the CSR offsets (one
+//                     small launch; normalize writes the tokens) or a dense bitset (one launch, the
+//                     baseline).
 //   2. normalize      one block per live beam reads its logits row once (kept in registers for
 //                     rows up to 8192 columns) for the max and the fixed-point sum of exps; writes the beam's offset
 //                     s_b - lse_b and its *score bound*: the best allowed logit plus the offset, an
-//                     exact upper bound of every candidate of the beam.
+//                     exact upper bound of every candidate of the beam. Walking the beam's children
+//                     for that bound, it writes their tokens into the CSR mask.
 //   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
 //                     allowed sets as mask and the bounds for early exit: beams whose best candidate
 //                     cannot beat the request's running k-th bound are never read again.
@@ -80,7 +82,8 @@ template <int Cached, class T>
 __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView<const T> logits, ItemTrieView trie,
                                                                      const std::uint32_t* nodes, const float* beam_scores,
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
-                                                                     std::uint32_t token_offset, float* offsets, float* bounds) {
+                                                                     std::uint32_t token_offset, float* offsets, float* bounds,
+                                                                     const std::uint32_t* row_ptr, std::uint32_t* columns) {
   __shared__ float max_shared[normalize_threads / 32];
   __shared__ std::uint64_t sum_shared[normalize_threads / 32];
   const std::uint32_t row = blockIdx.x;
@@ -101,7 +104,7 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     for (int i = 0; i < Cached; ++i) {
       const std::uint32_t column = norm_begin + threadIdx.x + i * normalize_threads;
       cached[i] = column < norm_end ? load_logit(logit_row, column) : negative_infinity;  // -inf adds 0 to the sum
-      local_max = max_ignoring_nan(local_max, cached[i]);
+      local_max = fmaxf(local_max, cached[i]);  // = max_ignoring_nan up to the sign of a zero, which lse and the offset do not see
     }
   } else {
     for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
@@ -123,9 +126,22 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   const std::uint64_t fixed_sum = block_sum(local_sum, sum_shared);
   const float offset = beam_scores[row] - log_sum_exp(row_max, fixed_sum);
 
+  // The children's logits were just read, so they come from L1. With a CSR buffer (row_ptr from
+  // allowed_token_offsets), the row's allowed tokens are written on the way: the fill costs no pass.
+  ::xgr::detail::wait_for_prior_grid();  // the CSR offsets: everything above overlaps their scan
   float best_allowed = negative_infinity;
-  for (std::uint32_t child = trie.children_begin(node) + threadIdx.x; child < trie.children_end(node); child += normalize_threads) {
-    best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token_offset + trie.node_code[child]));
+  const std::uint32_t first_child = trie.children_begin(node);
+  const std::uint32_t child_count = trie.children_end(node) - first_child;
+  std::uint32_t* row_columns = nullptr;
+  std::uint32_t column_capacity = 0;  // the scan clamps offsets to the buffer: a short buffer truncates
+  if (columns != nullptr) {
+    row_columns = columns + row_ptr[row];
+    column_capacity = row_ptr[row + 1] - row_ptr[row];
+  }
+  for (std::uint32_t child = threadIdx.x; child < child_count; child += normalize_threads) {
+    const std::uint32_t token = token_offset + trie.node_code[first_child + child];
+    best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token));
+    if (child < column_capacity) row_columns[child] = token;
   }
   best_allowed = block_max(best_allowed, max_shared);
   if (threadIdx.x == 0) {
@@ -138,17 +154,19 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
 template <class T>
 void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, const std::uint32_t* nodes, const float* beam_scores,
                       std::uint32_t norm_begin, std::uint32_t norm_end, std::uint32_t token_offset, float* offsets, float* bounds,
-                      std::uint32_t rows, cudaStream_t stream) {
-  const std::uint32_t columns = norm_end - norm_begin;
-  if (columns <= normalize_threads * 8) {
-    normalize_kernel<8, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                                                 token_offset, offsets, bounds);
-  } else if (columns <= normalize_threads * 32) {
-    normalize_kernel<32, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                                                  token_offset, offsets, bounds);
+                      const std::uint32_t* row_ptr, std::uint32_t* columns, std::uint32_t rows, cudaStream_t stream) {
+  const std::uint32_t normalized = norm_end - norm_begin;
+  // A programmatic dependent launch: the rows' reads and sums overlap the offsets' scan before it.
+  const auto launch = [&](auto kernel) {
+    ::xgr::detail::launch_overlapping(kernel, rows, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
+                                      token_offset, offsets, bounds, row_ptr, columns);
+  };
+  if (normalized <= normalize_threads * 8) {
+    launch(normalize_kernel<8, T>);
+  } else if (normalized <= normalize_threads * 32) {
+    launch(normalize_kernel<32, T>);
   } else {
-    normalize_kernel<0, T><<<rows, normalize_threads, 0, stream>>>(logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                                                 token_offset, offsets, bounds);
+    launch(normalize_kernel<0, T>);
   }
   XGR_CUDA_CHECK_LAUNCH();
 }
@@ -349,12 +367,14 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       allowed_mask(exec, trie_, nodes, token_offset, bits);
       mask = TopKMask::bitset(bits);
     } else {
-      allowed_tokens(exec, trie_, nodes, token_offset, row_ptr_.span().first(slots + 1), columns_.span());
+      // The offsets now; normalize writes the columns while it reads each beam's children.
+      allowed_token_offsets(exec, trie_, nodes, row_ptr_.span().first(slots + 1), columns_.size());
       mask = TopKMask::sparse(std::span<const std::uint32_t>(row_ptr_.data(), slots + 1), columns_.span());
     }
 
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
-                                        static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(), slots,
+                                        static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
+                                        dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), slots,
                                         exec.stream);
 
     const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);

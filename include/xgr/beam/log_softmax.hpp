@@ -56,36 +56,55 @@ XGR_HOST_DEVICE inline float add_rn(float a, float b) noexcept {
 #endif
 }
 
-XGR_HOST_DEVICE inline float round_to_integer(float x) noexcept {
+// The larger of a and b, or the other operand where one is NaN (IEEE maxNum; one instruction on a GPU).
+XGR_HOST_DEVICE inline float max_or_other(float a, float b) noexcept {
 #if XGR_DEVICE_PASS
-  return rintf(x);
+  return fmaxf(a, b);
 #else
-  return std::nearbyint(x);  // round half to even in the default rounding mode, like rintf
+  return std::fmax(a, b);
 #endif
 }
 
-// 2^n for n in [-126, 127], built from the exponent bits (exact).
-XGR_HOST_DEVICE constexpr float exp2_integer(int n) noexcept {
-  return xgr::detail::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23);
+// Rounds v to the nearest integer, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction
+// bits, so the addition itself rounds. Returns the integer as a float and as an int, both without
+// a conversion instruction (a GPU runs those at an eighth of the rate of an add).
+struct RoundedInteger {
+  float value;
+  int integer;
+};
+XGR_HOST_DEVICE inline RoundedInteger round_to_integer(float v) noexcept {
+  constexpr float shifter = 12582912.0f;  // 1.5 * 2^23, bits 0x4b400000
+  const float shifted = add_rn(v, shifter);
+  return {add_rn(shifted, -shifter),
+          static_cast<int>(xgr::detail::bit_cast<std::uint32_t>(shifted)) - static_cast<int>(0x4b400000u)};
+}
+
+// floor(e * 2^power) for a float e in [0.5, 2) and power in [0, 44]: the integer is built
+// from e's bits (24-bit significand, shifted) instead of converted, which gives the same value as
+// truncating the exact product.
+XGR_HOST_DEVICE inline std::uint64_t scaled_to_integer(float e, int power) noexcept {
+  const std::uint32_t bits = xgr::detail::bit_cast<std::uint32_t>(e);
+  const std::uint64_t significand = (bits & 0x007fffffu) | 0x00800000u;             // e = significand * 2^(exponent - 23)
+  const int exponent = static_cast<int>(bits >> 23) - 127;                              // -1 or 0
+  return (significand << 21) >> (21 - (exponent - 23 + power));                        // shift 44 - exponent - power: 0 to 45
 }
 
 }  // namespace detail
 
 // exp(x) * 2^43, truncated, for x = logit - row max <= 0. NaN and x < -30 contribute 0.
 XGR_HOST_DEVICE inline std::uint64_t exp_fixed(float x) noexcept {
-  if (!(x >= -30.0f)) return 0;
-  const float n = detail::round_to_integer(detail::mul_rn(x, 1.44269504088896341f));  // n in [-44, 0]
-  float r = detail::fma_rn(n, -0.693359375f, x);                                   // x - n ln2, in two parts
-  r = detail::fma_rn(n, 2.12194440e-4f, r);
+  x = detail::max_or_other(x, -30.0f);  // NaN and x < -30 become -30, whose term truncates to 0
+  const detail::RoundedInteger n = detail::round_to_integer(detail::mul_rn(x, 1.44269504088896341f));  // n in [-44, 0]
+  float r = detail::fma_rn(n.value, -0.693359375f, x);                                                 // x - n ln2, in two parts
+  r = detail::fma_rn(n.value, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
   p = detail::fma_rn(p, r, 1.3981999507e-3f);
   p = detail::fma_rn(p, r, 8.3334519073e-3f);
   p = detail::fma_rn(p, r, 4.1665795894e-2f);
   p = detail::fma_rn(p, r, 1.6666665459e-1f);
   p = detail::fma_rn(p, r, 5.0000001201e-1f);
-  const float e = detail::add_rn(detail::fma_rn(p, detail::mul_rn(r, r), r), 1.0f);  // exp(r), r in [-0.35, 0.35]
-  const float scaled = detail::mul_rn(e, detail::exp2_integer(static_cast<int>(n) + lse_fraction_bits));
-  return static_cast<std::uint64_t>(scaled);  // truncation toward zero on both sides
+  const float e = detail::add_rn(detail::fma_rn(p, detail::mul_rn(r, r), r), 1.0f);  // exp(r), r in [-0.35, 0.35]: e in [0.7, 1.42]
+  return detail::scaled_to_integer(e, n.integer + lse_fraction_bits);                // exp(x) * 2^43, truncated
 }
 
 // log(fixed_sum * 2^-43) for fixed_sum >= 2^43 (the row maximum alone contributes exactly 2^43).

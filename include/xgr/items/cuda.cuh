@@ -71,6 +71,7 @@ class DeviceItemTrie {
 namespace items::cuda_detail {
 
 inline constexpr int scan_threads = 1024;
+inline constexpr int scan_rows_per_thread = 8;
 inline constexpr int fill_threads = 256;
 inline constexpr std::size_t max_fill_blocks = 1024;
 inline constexpr int mask_threads = 256;
@@ -78,26 +79,38 @@ inline constexpr int mask_threads = 256;
 // translation units of one program without duplicate definitions.
 
 // One block scans the rows' child counts into CSR offsets. Rows are at most a few ten thousand
-// beams, so a single block (a running prefix across 1024-row chunks) is cheaper than a device-wide
-// scan with its extra launches. Offsets are clamped to the columns' capacity: an undersized buffer
-// truncates the sets instead of overflowing.
+// beams, so a single block (a running prefix across chunks of BlockThreads x scan_rows_per_thread
+// rows) is cheaper than a device-wide scan with its extra launches. Each thread takes consecutive
+// rows and issues all their loads (node, then the two child offsets) before the scan, so a chunk
+// costs two memory round trips, not two per row. Offsets are clamped to the columns' capacity: an
+// undersized buffer truncates the sets instead of overflowing.
 template <int BlockThreads>
 __global__ void __launch_bounds__(BlockThreads) allowed_row_ptr_kernel(ItemTrieView trie, const std::uint32_t* row_nodes,
                                                                       std::uint32_t rows, std::uint32_t capacity,
                                                                       std::uint32_t* row_ptr) {
+  ::xgr::detail::allow_dependent_launch();  // a consumer launched to overlap waits for the offsets itself
   using BlockScan = cub::BlockScan<std::uint32_t, BlockThreads>;
   __shared__ typename BlockScan::TempStorage scan_storage;
   __shared__ std::uint32_t carried;
   if (threadIdx.x == 0) carried = 0;
   __syncthreads();
-  for (std::uint32_t chunk = 0; chunk < rows; chunk += BlockThreads) {
-    const std::uint32_t row = chunk + threadIdx.x;
-    const std::uint32_t count = row < rows ? trie.child_count(row_nodes[row]) : 0;
-    std::uint32_t offset = 0;
+  constexpr std::uint32_t chunk_rows = BlockThreads * scan_rows_per_thread;
+  for (std::uint32_t chunk = 0; chunk < rows; chunk += chunk_rows) {
+    const std::uint32_t first = chunk + threadIdx.x * scan_rows_per_thread;
+    std::uint32_t nodes[scan_rows_per_thread];
+    std::uint32_t counts[scan_rows_per_thread];
+#pragma unroll
+    for (int i = 0; i < scan_rows_per_thread; ++i) nodes[i] = first + i < rows ? row_nodes[first + i] : no_trie_node;
+#pragma unroll
+    for (int i = 0; i < scan_rows_per_thread; ++i) counts[i] = trie.child_count(nodes[i]);
+    std::uint32_t offsets[scan_rows_per_thread];
     std::uint32_t chunk_total = 0;
-    BlockScan(scan_storage).ExclusiveSum(count, offset, chunk_total);
+    BlockScan(scan_storage).ExclusiveSum(counts, offsets, chunk_total);
     const std::uint32_t base = carried;
-    if (row < rows) row_ptr[row] = min(base + offset, capacity);
+#pragma unroll
+    for (int i = 0; i < scan_rows_per_thread; ++i) {
+      if (first + i < rows) row_ptr[first + i] = min(base + offsets[i], capacity);
+    }
     __syncthreads();
     if (threadIdx.x == 0) carried = base + chunk_total;
     __syncthreads();
@@ -107,15 +120,16 @@ __global__ void __launch_bounds__(BlockThreads) allowed_row_ptr_kernel(ItemTrieV
 
 // One thread per allowed token, whatever the rows' fan-outs: a step at level 0 has a few beams with
 // thousands of children each, deeper levels thousands of beams with a handful each, and a warp per
-// row would leave the first case to a few warps walking long lists. Each thread finds its row by a
-// binary search over the CSR offsets (L1-resident, about log2(rows) probes).
+// row would leave the first case to a few warps walking long lists. A block takes a tile of
+// consecutive entries; two searches over the CSR offsets find the rows the tile spans, and each
+// thread finds its row by a binary search among those only (one or two probes where rows are long).
 template <int BlockThreads>
 __global__ void __launch_bounds__(BlockThreads) allowed_fill_kernel(ItemTrieView trie, const std::uint32_t* row_nodes, std::uint32_t rows, std::uint32_t token_offset,
                                     const std::uint32_t* row_ptr, std::uint32_t* columns) {
+  __shared__ std::uint32_t tile_rows[2];
   const std::uint32_t total = row_ptr[rows];  // clamped to the capacity by the scan
-  for (std::uint32_t entry = blockIdx.x * blockDim.x + threadIdx.x; entry < total; entry += gridDim.x * blockDim.x) {
-    std::uint32_t low = 0;  // the last row whose offset is <= entry (rows without entries are skipped)
-    std::uint32_t high = rows;
+  // The last row whose offset is <= entry, searched in [low, high) (rows without entries are skipped).
+  const auto row_of = [row_ptr](std::uint32_t entry, std::uint32_t low, std::uint32_t high) {
     while (high - low > 1) {
       const std::uint32_t middle = low + (high - low) / 2;
       if (row_ptr[middle] <= entry) {
@@ -124,7 +138,18 @@ __global__ void __launch_bounds__(BlockThreads) allowed_fill_kernel(ItemTrieView
         high = middle;
       }
     }
-    columns[entry] = token_offset + trie.node_code[trie.children_begin(row_nodes[low]) + (entry - row_ptr[low])];
+    return low;
+  };
+  for (std::uint32_t tile = blockIdx.x * BlockThreads; tile < total; tile += gridDim.x * BlockThreads) {
+    const std::uint32_t last = min(tile + BlockThreads, total) - 1;
+    __syncthreads();  // the previous tile's rows are read
+    if (threadIdx.x < 2) tile_rows[threadIdx.x] = row_of(threadIdx.x == 0 ? tile : last, 0, rows);
+    __syncthreads();
+    const std::uint32_t entry = tile + threadIdx.x;
+    if (entry < total) {
+      const std::uint32_t row = row_of(entry, tile_rows[0], tile_rows[1] + 1);
+      columns[entry] = token_offset + trie.node_code[trie.children_begin(row_nodes[row]) + (entry - row_ptr[row])];
+    }
   }
 }
 
@@ -144,19 +169,27 @@ __global__ void __launch_bounds__(BlockThreads) allowed_mask_kernel(ItemTrieView
 
 }  // namespace items::cuda_detail
 
+// The CSR offsets alone (row_ptr, rows + 1 entries, clamped to `capacity`): the first half of
+// allowed_tokens, for a caller that writes the columns itself while it walks each row's children
+// anyway (the CUDA BeamSearcher's normalisation does). One launch, no sync.
+inline void allowed_token_offsets(exec::cuda exec, const ItemTrieView& trie, std::span<const std::uint32_t> row_nodes,
+                                  std::span<std::uint32_t> row_ptr, std::size_t capacity) {
+  const char* op = "allowed_token_offsets(cuda)";
+  require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
+  require_argument(capacity <= 0xffffffffu, op, "columns exceed 32-bit offsets");
+  items::cuda_detail::allowed_row_ptr_kernel<items::cuda_detail::scan_threads><<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
+      trie, row_nodes.data(), static_cast<std::uint32_t>(row_nodes.size()), static_cast<std::uint32_t>(capacity), row_ptr.data());
+  XGR_CUDA_CHECK_LAUNCH();
+}
+
 // CSR allowed tokens of every row (see allowed_tokens(exec::host, ...) for the contract), on the
 // device: row_nodes, row_ptr (rows + 1) and columns are device memory. Two launches, no sync.
 // columns should hold allowed_token_count() entries (bounded by rows x ItemTrie::max_children of
 // the level); with fewer, the sets are truncated, never overrun.
 inline void allowed_tokens(exec::cuda exec, const ItemTrieView& trie, std::span<const std::uint32_t> row_nodes,
                            std::uint32_t token_offset, std::span<std::uint32_t> row_ptr, std::span<std::uint32_t> columns) {
-  const char* op = "allowed_tokens(cuda)";
-  require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
-  require_argument(columns.size() <= 0xffffffffu, op, "columns exceed 32-bit offsets");
+  allowed_token_offsets(exec, trie, row_nodes, row_ptr, columns.size());
   const auto rows = static_cast<std::uint32_t>(row_nodes.size());
-  items::cuda_detail::allowed_row_ptr_kernel<items::cuda_detail::scan_threads><<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
-      trie, row_nodes.data(), rows, static_cast<std::uint32_t>(columns.size()), row_ptr.data());
-  XGR_CUDA_CHECK_LAUNCH();
   if (rows == 0) return;
   // The total is on the device; the grid covers the capacity, up to a few waves, and strides beyond.
   const std::size_t wanted = (columns.size() + items::cuda_detail::fill_threads - 1) / items::cuda_detail::fill_threads;
