@@ -77,8 +77,12 @@ __device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uin
 // selectable). Dead slots get bound -inf so the selection skips them without reading.
 // Rows of up to normalize_threads x Cached normalised columns stay in registers between the max
 // and the sum, so the logits are read from memory once; longer rows (Cached = 0) are read twice,
-// the second time mostly from L2.
-template <int Cached, class T>
+// the second time mostly from L2. With Vectorized, the normalised columns start 16-byte aligned and
+// number a multiple of normalize_threads x (16 / sizeof(T)): 16-byte loads, no per-element checks.
+// Everything the block needs besides the row (its beam score, its children's range and first
+// tokens) is requested before the row, so those round trips overlap the row's instead of
+// following it: a block is short-lived and its fixed latencies are a good part of its life.
+template <int Cached, bool Vectorized, class T>
 __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView<const T> logits, ItemTrieView trie,
                                                                      const std::uint32_t* nodes, const float* beam_scores,
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
@@ -96,16 +100,37 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     }
     return;
   }
+  const float beam_score = beam_scores[row];
+  const std::uint32_t first_child = trie.children_begin(node);
+  const std::uint32_t child_count = trie.children_end(node) - first_child;
   const T* logit_row = logits.row(row);
   float local_max = negative_infinity;
   float cached[Cached > 0 ? Cached : 1];
-  if constexpr (Cached > 0) {
+  if constexpr (Vectorized) {
+    constexpr int vector = 16 / sizeof(T);
+    static_assert(Cached % vector == 0, "a thread caches whole vectors");
+    const auto* source = reinterpret_cast<const topk::cuda_detail::VectorOf<vector, T>*>(logit_row + norm_begin);
+    const std::uint32_t row_vectors = (norm_end - norm_begin) / vector;  // a multiple of the block: uniform checks
+#pragma unroll
+    for (int j = 0; j < Cached / vector; ++j) {
+      const std::uint32_t index = j * normalize_threads + threadIdx.x;
+      topk::cuda_detail::VectorOf<vector, T> loaded{};
+      if (index < row_vectors) loaded = source[index];
+#pragma unroll
+      for (int e = 0; e < vector; ++e) cached[j * vector + e] = index < row_vectors ? to_float(loaded.element[e]) : negative_infinity;
+    }
+  } else if constexpr (Cached > 0) {
 #pragma unroll
     for (int i = 0; i < Cached; ++i) {
       const std::uint32_t column = norm_begin + threadIdx.x + i * normalize_threads;
       cached[i] = column < norm_end ? load_logit(logit_row, column) : negative_infinity;  // -inf adds 0 to the sum
-      local_max = fmaxf(local_max, cached[i]);  // = max_ignoring_nan up to the sign of a zero, which lse and the offset do not see
     }
+  }
+  // The first child token of each thread, requested while the row is in flight.
+  const std::uint32_t first_token = threadIdx.x < child_count ? token_offset + trie.node_code[first_child + threadIdx.x] : 0;
+  if constexpr (Cached > 0) {
+#pragma unroll
+    for (int i = 0; i < Cached; ++i) local_max = fmaxf(local_max, cached[i]);  // = max_ignoring_nan up to the sign of a zero, which lse and the offset do not see
   } else {
     for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
       local_max = max_ignoring_nan(local_max, load_logit(logit_row, column));
@@ -124,14 +149,12 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     }
   }
   const std::uint64_t fixed_sum = block_sum(local_sum, sum_shared);
-  const float offset = beam_scores[row] - log_sum_exp(row_max, fixed_sum);
+  const float offset = beam_score - log_sum_exp(row_max, fixed_sum);
 
   // The children's logits were just read, so they come from L1. With a CSR buffer (row_ptr from
   // allowed_token_offsets), the row's allowed tokens are written on the way: the fill costs no pass.
   ::xgr::detail::wait_for_prior_grid();  // the CSR offsets: everything above overlaps their scan
   float best_allowed = negative_infinity;
-  const std::uint32_t first_child = trie.children_begin(node);
-  const std::uint32_t child_count = trie.children_end(node) - first_child;
   std::uint32_t* row_columns = nullptr;
   std::uint32_t column_capacity = 0;  // the scan clamps offsets to the buffer: a short buffer truncates
   if (columns != nullptr) {
@@ -139,7 +162,7 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     column_capacity = row_ptr[row + 1] - row_ptr[row];
   }
   for (std::uint32_t child = threadIdx.x; child < child_count; child += normalize_threads) {
-    const std::uint32_t token = token_offset + trie.node_code[first_child + child];
+    const std::uint32_t token = child == threadIdx.x ? first_token : token_offset + trie.node_code[first_child + child];
     best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token));
     if (child < column_capacity) row_columns[child] = token;
   }
@@ -161,12 +184,15 @@ void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, cons
     ::xgr::detail::launch_overlapping(kernel, rows, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
                                       token_offset, offsets, bounds, row_ptr, columns);
   };
+  constexpr std::uint32_t vector = 16 / sizeof(T);
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(logits.data) % 16 == 0 && (logits.row_stride * sizeof(T)) % 16 == 0 &&
+                          norm_begin % vector == 0 && normalized % (vector * normalize_threads) == 0;
   if (normalized <= normalize_threads * 8) {
-    launch(normalize_kernel<8, T>);
+    vectorized ? launch(normalize_kernel<8, true, T>) : launch(normalize_kernel<8, false, T>);
   } else if (normalized <= normalize_threads * 32) {
-    launch(normalize_kernel<32, T>);
+    vectorized ? launch(normalize_kernel<32, true, T>) : launch(normalize_kernel<32, false, T>);
   } else {
-    launch(normalize_kernel<0, T>);
+    launch(normalize_kernel<0, false, T>);
   }
   XGR_CUDA_CHECK_LAUNCH();
 }
