@@ -163,7 +163,44 @@ std::vector<Shape> standard_shapes() {
   };
 }
 
+// Sums of terms_per_sum consecutive exp_fixed terms, the way the normalisation kernel sums them.
+__global__ void exp_fixed_sums_kernel(const float* xs, std::size_t sums, int terms_per_sum, std::uint64_t* out) {
+  const std::size_t sum_index = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (sum_index >= sums) return;
+  xgr::beam::ExpFixedSum sum;
+  for (int i = 0; i < terms_per_sum; ++i) sum.add(xs[sum_index * terms_per_sum + i]);
+  out[sum_index] = sum.join();
+}
+
 }  // namespace
+
+TEST_CASE("The device's split sum of exp_fixed terms equals the host's 64-bit sum, term by term and in 32s") {
+  std::mt19937_64 rng = xgr::test::make_rng(300);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> xs{0.0f, -0.0f, -30.0f, -29.99f, -30.01f, -29.9f, -inf, std::numeric_limits<float>::quiet_NaN(),
+                        1e-30f, -1e-30f, -0.34657359f, -0.34657362f, -1.0397208f, -43.0f, -1e30f};
+  std::uniform_real_distribution<float> range(-32.0f, 0.0f);
+  std::uniform_real_distribution<float> near_zero(-2.0f, 0.0f);
+  while (xs.size() % 32 != 0 || xs.size() < (1u << 20)) xs.push_back(xs.size() % 3 == 0 ? near_zero(rng) : range(rng));
+  const auto d_xs = xgr::to_device<float>(xs);
+  for (int terms_per_sum : {1, 32}) {
+    CAPTURE(terms_per_sum);
+    const std::size_t sums = xs.size() / terms_per_sum;
+    xgr::DeviceBuffer<std::uint64_t> d_sums(sums);
+    exp_fixed_sums_kernel<<<static_cast<unsigned>((sums + 255) / 256), 256>>>(d_xs.data(), sums, terms_per_sum, d_sums.data());
+    XGR_CUDA_CHECK(cudaGetLastError());
+    const std::vector<std::uint64_t> got = copy_to_host<std::uint64_t>(d_sums.span());
+    std::size_t mismatches = 0;
+    for (std::size_t i = 0; i < sums; ++i) {
+      std::uint64_t want = 0;
+      for (int t = 0; t < terms_per_sum; ++t) want += xgr::beam::exp_fixed(xs[i * terms_per_sum + t]);
+      if (got[i] != want && mismatches++ < 5) {
+        FAIL_CHECK("sum " << i << " (first x " << xs[i * terms_per_sum] << "): device " << got[i] << ", host " << want);
+      }
+    }
+    CHECK(mismatches == 0);
+  }
+}
 
 TEST_CASE("CUDA allowed sets equal the host's: CSR tokens and bitset rows") {
   std::mt19937_64 rng = xgr::test::make_rng(301);

@@ -140,8 +140,10 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   std::uint64_t local_sum = 0;
   if (row_max > negative_infinity && row_max < __builtin_huge_valf()) {
     if constexpr (Cached > 0) {
+      ExpFixedSum sum;
 #pragma unroll
-      for (int i = 0; i < Cached; ++i) local_sum += exp_fixed(cached[i] - row_max);
+      for (int i = 0; i < Cached; ++i) sum.add(cached[i] - row_max);
+      local_sum = sum.join();
     } else {
       for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
         local_sum += exp_fixed(load_logit(logit_row, column) - row_max);

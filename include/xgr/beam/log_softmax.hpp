@@ -79,6 +79,11 @@ XGR_HOST_DEVICE inline RoundedInteger round_to_integer(float v) noexcept {
           static_cast<int>(xgr::detail::bit_cast<std::uint32_t>(shifted)) - static_cast<int>(0x4b400000u)};
 }
 
+// 2^n for n in [-126, 127], built from the exponent bits (exact).
+XGR_HOST_DEVICE constexpr float exp2_integer(int n) noexcept {
+  return xgr::detail::bit_cast<float>(static_cast<std::uint32_t>(n + 127) << 23);
+}
+
 // floor(e * 2^power) for a float e in [0.5, 2) and power in [0, 44]: the integer is built
 // from e's bits (24-bit significand, shifted) instead of converted, which gives the same value as
 // truncating the exact product.
@@ -89,23 +94,62 @@ XGR_HOST_DEVICE inline std::uint64_t scaled_to_integer(float e, int power) noexc
   return (significand << 21) >> (21 - (exponent - 23 + power));                        // shift 44 - exponent - power: 0 to 45
 }
 
+// exp(x) * 2^43 == e * 2^power, with e in [0.7, 1.42] and power in [0, 43], for x = logit - row
+// max <= 0; NaN and x < -30 are taken as -30, whose term truncates to 0.
+struct ScaledExp {
+  float e;
+  int power;
+};
+XGR_HOST_DEVICE inline ScaledExp scaled_exp(float x) noexcept {
+  x = max_or_other(x, -30.0f);
+  const RoundedInteger n = round_to_integer(mul_rn(x, 1.44269504088896341f));  // n in [-44, 0]
+  float r = fma_rn(n.value, -0.693359375f, x);                                  // x - n ln2, in two parts
+  r = fma_rn(n.value, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = fma_rn(p, r, 1.3981999507e-3f);
+  p = fma_rn(p, r, 8.3334519073e-3f);
+  p = fma_rn(p, r, 4.1665795894e-2f);
+  p = fma_rn(p, r, 1.6666665459e-1f);
+  p = fma_rn(p, r, 5.0000001201e-1f);
+  const float e = add_rn(fma_rn(p, mul_rn(r, r), r), 1.0f);  // exp(r), r in [-0.35, 0.35]
+  return {e, n.integer + lse_fraction_bits};
+}
+
 }  // namespace detail
 
 // exp(x) * 2^43, truncated, for x = logit - row max <= 0. NaN and x < -30 contribute 0.
 XGR_HOST_DEVICE inline std::uint64_t exp_fixed(float x) noexcept {
-  x = detail::max_or_other(x, -30.0f);  // NaN and x < -30 become -30, whose term truncates to 0
-  const detail::RoundedInteger n = detail::round_to_integer(detail::mul_rn(x, 1.44269504088896341f));  // n in [-44, 0]
-  float r = detail::fma_rn(n.value, -0.693359375f, x);                                                 // x - n ln2, in two parts
-  r = detail::fma_rn(n.value, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = detail::fma_rn(p, r, 1.3981999507e-3f);
-  p = detail::fma_rn(p, r, 8.3334519073e-3f);
-  p = detail::fma_rn(p, r, 4.1665795894e-2f);
-  p = detail::fma_rn(p, r, 1.6666665459e-1f);
-  p = detail::fma_rn(p, r, 5.0000001201e-1f);
-  const float e = detail::add_rn(detail::fma_rn(p, detail::mul_rn(r, r), r), 1.0f);  // exp(r), r in [-0.35, 0.35]: e in [0.7, 1.42]
-  return detail::scaled_to_integer(e, n.integer + lse_fraction_bits);                // exp(x) * 2^43, truncated
+  const detail::ScaledExp scaled = detail::scaled_exp(x);
+  return detail::scaled_to_integer(scaled.e, scaled.power);
 }
+
+#if defined(__CUDACC__)
+// The same terms, summed on the device without 64-bit arithmetic per term: each term is split at
+// 2^22 into a high and a low part, truncated by float additions rounded toward zero (the sum with
+// 2^23 has no fraction bits), and the parts' bit patterns are summed in 32-bit words. A GPU issues
+// these at the full float rate; the 64-bit shifts and adds of exp_fixed are several integer
+// instructions each. join() gives exactly the sum of exp_fixed over the same terms.
+struct ExpFixedSum {
+  std::uint32_t high_bits = 0;  // sum of (2^23 + floor(term / 2^22)) as float bits, modulo 2^32
+  std::uint32_t low_bits = 0;   // sum of (2^23 + term mod 2^22) as float bits, modulo 2^32
+  std::uint32_t terms = 0;
+
+  __device__ void add(float x) {
+    const detail::ScaledExp scaled = detail::scaled_exp(x);
+    constexpr float shifter = 8388608.0f;                                                   // 2^23, bits 0x4b000000
+    const float term = __fmul_rn(scaled.e, detail::exp2_integer(scaled.power));           // exact: a power of two
+    const float high = __fadd_rz(__fmul_rn(term, 0x1p-22f), shifter);                      // 2^23 + floor(term / 2^22)
+    const float low = __fmaf_rn(__fadd_rn(high, -shifter), -4194304.0f, term);            // term - that * 2^22: exact
+    high_bits += __float_as_uint(high);
+    low_bits += __float_as_uint(__fadd_rz(low, shifter));                                 // 2^23 + floor(low)
+    ++terms;
+  }
+  // Exact while terms < 1024 (each part is below 2^22).
+  [[nodiscard]] __device__ std::uint64_t join() const {
+    return (static_cast<std::uint64_t>(high_bits - terms * 0x4b000000u) << 22) + (low_bits - terms * 0x4b000000u);
+  }
+};
+#endif
 
 // log(fixed_sum * 2^-43) for fixed_sum >= 2^43 (the row maximum alone contributes exactly 2^43).
 XGR_HOST_DEVICE inline float log_fixed(std::uint64_t fixed_sum) noexcept {

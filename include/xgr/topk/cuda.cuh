@@ -358,8 +358,12 @@ __device__ std::uint64_t group_positions(const DeviceProblem<T>& problem, std::u
 }
 
 // The ordered score of the best selectable candidate of the run starting at `start` (0: none).
+// group_row_ptr[r - first_row] == problem.row_ptr[r] for the group's rows (sparse masks only): a
+// copy in shared memory where the group is small enough, so the row searches below do not wait on
+// memory probe after probe.
 template <class T>
-__device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row, std::uint64_t start) {
+__device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t first_row, std::uint32_t end_row, std::uint64_t start,
+                                  const std::uint32_t* group_row_ptr) {
   std::uint32_t best = 0;
   const auto consider = [&](float score) {
     const std::uint32_t ordered = is_selectable(score) ? ordered_bits(score) : 0u;
@@ -406,18 +410,18 @@ __device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t
       }
     } else {
       // One search for the row of the run's first entry, then walk the row pointers.
-      const std::uint64_t first_entry = problem.row_ptr[first_row] + start;
+      const std::uint64_t first_entry = group_row_ptr[0] + start;
       std::uint32_t low = first_row;
       std::uint32_t high = end_row;
       while (high - low > 1) {
         const std::uint32_t middle = (low + high) / 2;
-        if (problem.row_ptr[middle] <= first_entry) low = middle; else high = middle;
+        if (group_row_ptr[middle - first_row] <= first_entry) low = middle; else high = middle;
       }
       std::uint32_t row = low;
 #pragma unroll
       for (int i = 0; i < sample_run; ++i) {
         const std::uint64_t entry = first_entry + i;  // inside the group: runs end before its last entry
-        while (row + 1 < end_row && problem.row_ptr[row + 1] <= entry) ++row;
+        while (row + 1 < end_row && group_row_ptr[row + 1 - first_row] <= entry) ++row;
         const std::uint32_t column = problem.columns[entry];
         sample_row[i] = column < problem.vocab ? row : end_row;  // malformed input is never read out of bounds
         sample_column[i] = column;
@@ -456,6 +460,10 @@ __device__ Value warp_sort_descending(Value value) {
   return value;
 }
 
+// Groups of up to this many rows have their sparse row offsets copied to shared memory (4 KB) by
+// each sample block: one coalesced read instead of a chain of dependent probes per run.
+inline constexpr std::uint32_t sample_staged_rows = 1024;
+
 // Many blocks per group, one run per thread (its loads issued before any is used). Runs are dealt
 // to the group's warps round-robin (run = lane x warps + warp), so every warp samples the whole
 // group evenly even when the best candidates crowd into a few rows (the beams of a high running
@@ -475,7 +483,15 @@ __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T>
   const std::uint32_t end_row = problem.group_end(group);
   const std::uint64_t positions = group_positions(problem, first_row, end_row);
   const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, problem.k);
-  const std::uint32_t best = run < runs ? run_best(problem, first_row, end_row, sample_run_start(run, positions, runs)) : 0u;
+  __shared__ std::uint32_t staged_row_ptr[sample_staged_rows + 1];
+  const std::uint32_t* group_row_ptr = problem.mask == MaskKind::sparse ? problem.row_ptr + first_row : nullptr;
+  if (group_row_ptr != nullptr && end_row - first_row <= sample_staged_rows) {  // uniform per block
+    for (std::uint32_t r = threadIdx.x; r <= end_row - first_row; r += sample_threads) staged_row_ptr[r] = group_row_ptr[r];
+    __syncthreads();
+    group_row_ptr = staged_row_ptr;
+  }
+  const std::uint32_t best =
+      run < runs ? run_best(problem, first_row, end_row, sample_run_start(run, positions, runs), group_row_ptr) : 0u;
   const std::uint32_t sorted = warp_sort_descending(best);
   const std::uint32_t lane = threadIdx.x % 32;
   if (lane < kept_per_warp) {
