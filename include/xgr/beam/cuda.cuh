@@ -109,12 +109,12 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   if constexpr (Vectorized) {
     constexpr int vector = 16 / sizeof(T);
     static_assert(Cached % vector == 0, "a thread caches whole vectors");
-    const auto* source = reinterpret_cast<const topk::cuda_detail::VectorOf<vector, T>*>(logit_row + norm_begin);
+    const auto* source = reinterpret_cast<const ::xgr::detail::VectorOf<vector, T>*>(logit_row + norm_begin);
     const std::uint32_t row_vectors = (norm_end - norm_begin) / vector;  // a multiple of the block: uniform checks
 #pragma unroll
     for (int j = 0; j < Cached / vector; ++j) {
       const std::uint32_t index = j * normalize_threads + threadIdx.x;
-      topk::cuda_detail::VectorOf<vector, T> loaded{};
+      ::xgr::detail::VectorOf<vector, T> loaded{};
       if (index < row_vectors) loaded = source[index];
 #pragma unroll
       for (int e = 0; e < vector; ++e) cached[j * vector + e] = index < row_vectors ? to_float(loaded.element[e]) : negative_infinity;

@@ -57,6 +57,8 @@ XGR_HOST_DEVICE inline float add_rn(float a, float b) noexcept {
 }
 
 // The larger of a and b, or the other operand where one is NaN (IEEE maxNum; one instruction on a GPU).
+// max_ignoring_nan below agrees except, possibly, in the sign of a zero result; it is kept for the
+// host reference's row maxima, this one for exp_fixed's clamp, which runs once per logit.
 XGR_HOST_DEVICE inline float max_or_other(float a, float b) noexcept {
 #if XGR_DEVICE_PASS
   return fmaxf(a, b);

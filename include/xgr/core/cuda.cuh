@@ -85,6 +85,12 @@ struct SpaceAllocator<MemorySpace::pinned> {
 
 namespace detail {
 
+// Vector elements loaded or stored as one aligned access (16 bytes: four floats, eight halves).
+template <int Vector, class T>
+struct alignas(sizeof(T) * Vector) VectorOf {
+  T element[Vector];
+};
+
 // Programmatic dependent launch (compute capability 9.0 and later). A kernel started with
 // launch_overlapping() may become resident while the kernel before it in the stream is still
 // running, once every block of that kernel has called allow_dependent_launch() or exited; it may

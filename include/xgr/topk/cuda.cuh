@@ -305,11 +305,6 @@ struct KeyArray {
   }
 };
 
-template <int Vector, class T>
-struct alignas(sizeof(T) * Vector) VectorOf {
-  T element[Vector];
-};
-
 // A key array in shared memory, walked by the whole block.
 struct SharedKeyArray {
   const CandidateKey* keys;
@@ -378,9 +373,9 @@ __device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t
     const T* source = problem.scores + static_cast<std::size_t>(run_row) * problem.row_stride + run_column;
     constexpr int vector = 16 / sizeof(T);
     if (reinterpret_cast<std::uintptr_t>(source) % 16 == 0) {
-      VectorOf<vector, T> loaded[sample_run / vector];
+      ::xgr::detail::VectorOf<vector, T> loaded[sample_run / vector];
 #pragma unroll
-      for (int v = 0; v < sample_run / vector; ++v) loaded[v] = reinterpret_cast<const VectorOf<vector, T>*>(source)[v];
+      for (int v = 0; v < sample_run / vector; ++v) loaded[v] = reinterpret_cast<const ::xgr::detail::VectorOf<vector, T>*>(source)[v];
 #pragma unroll
       for (int i = 0; i < sample_run; ++i) raw[i] = loaded[i / vector].element[i % vector];
     } else {
@@ -636,7 +631,7 @@ __device__ FilterTile locate_filter_tile(const DeviceProblem<T>& problem, std::u
 }
 
 template <int Vector, class T>
-using FilterValues = VectorOf<Vector, T>[filter_elements_per_thread / Vector];
+using FilterValues = ::xgr::detail::VectorOf<Vector, T>[filter_elements_per_thread / Vector];
 
 // Issues the tile's loads, branch-free for whole vectors; the rare partial vector at the end of a
 // row is patched with scalar loads.
@@ -648,8 +643,8 @@ __device__ void load_filter_tile(const DeviceProblem<T>& problem, const FilterTi
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
     const std::uint32_t column0 = where.first_column + (v * filter_threads + threadIdx.x) * Vector;
-    values[v] = VectorOf<Vector, T>{};
-    if (column0 + Vector <= problem.vocab) values[v] = *reinterpret_cast<const VectorOf<Vector, T>*>(row_scores + column0);
+    values[v] = ::xgr::detail::VectorOf<Vector, T>{};
+    if (column0 + Vector <= problem.vocab) values[v] = *reinterpret_cast<const ::xgr::detail::VectorOf<Vector, T>*>(row_scores + column0);
   }
 #pragma unroll
   for (int v = 0; v < vectors_per_thread; ++v) {
