@@ -505,6 +505,20 @@ inline std::vector<TopKCase> standard_topk_cases(std::mt19937_64& rng, std::size
     c = make(1, 1, 4096, 1024);
     add(c);
   }
+  // Rows of several filter tiles (8,192 columns each): whole, partial by one 16-byte vector, and
+  // partial by an odd count (the CUDA path streams the first two through shared memory when there
+  // are no row bounds); with offsets, a mask and row bounds.
+  for (std::size_t vocab : {std::size_t{16384}, std::size_t{16388}, std::size_t{20001}}) {
+    TopKCase c = make(3, 3, vocab, 100);
+    add(c);
+    c.row_offsets = true;
+    add(c);
+    c.mask = MaskKind::bitset;
+    c.density = 0.3;
+    add(c);
+    c.row_bounds = true;
+    add(c);
+  }
   // Everything at once.
   {
     TopKCase c = make(5, 12, 333, 77);

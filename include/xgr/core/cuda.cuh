@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <utility>
@@ -135,6 +136,63 @@ void launch_overlapping(void (*kernel)(Parameters...), dim3 grid, dim3 block, st
   config.attrs = &overlap;
   config.numAttrs = overlapping_launch_supported() ? 1 : 0;
   XGR_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...));
+}
+
+// Bulk copies from global to shared memory completed on an mbarrier (the tensor memory
+// accelerator's one-dimensional form; compute capability 9.0 and later). A copy of `bytes` (a
+// multiple of 16, both addresses 16-byte aligned) is issued by one thread after it arrives on the
+// barrier expecting that many bytes; threads waiting on the barrier's phase see the data once it
+// has landed. Kernels call these only under __CUDA_ARCH__ >= 900.
+__device__ inline std::uint32_t shared_address_of(const void* pointer) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+__device__ inline void mbarrier_init(std::uint64_t* barrier, std::uint32_t arrivals) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address_of(barrier)), "r"(arrivals) : "memory");
+#endif
+}
+
+// Makes initialised barriers visible to the copy engine (the async proxy) before any copy uses them.
+__device__ inline void fence_barrier_init() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+__device__ inline void mbarrier_arrive_expect_bytes(std::uint64_t* barrier, std::uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address_of(barrier)), "r"(bytes) : "memory");
+#endif
+}
+
+__device__ inline void mbarrier_arrive(std::uint64_t* barrier) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address_of(barrier)) : "memory");
+#endif
+}
+
+// Waits until the barrier's phase of the given parity (0 for its first phase, 1 for its second, ...)
+// has completed.
+__device__ inline void mbarrier_wait(std::uint64_t* barrier, std::uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  std::uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred complete;\n mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n selp.u32 %0, 1, 0, complete;\n}"
+        : "=r"(done)
+        : "r"(shared_address_of(barrier)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#endif
+}
+
+__device__ inline void bulk_copy_to_shared(void* target, const void* source, std::uint32_t bytes, std::uint64_t* barrier) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_address_of(target)),
+               "l"(source), "r"(bytes), "r"(shared_address_of(barrier))
+               : "memory");
+#endif
 }
 
 }  // namespace detail

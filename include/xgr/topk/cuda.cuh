@@ -3,24 +3,27 @@
 //
 // Default policy, EarlyExit, in four launches batched over every group of the call:
 //
-//   1. sample         many blocks per group read about one position in 16, as runs of 16
+//   1. sample         many blocks per group read about one position in 64, as runs of 16
 //                     consecutive candidates (aligned 16-byte loads); each thread keeps the best
 //                     score of its run, and each warp passes its best few runs on.
-//   2. bound          one block per group selects a score reached by r of those runs (r = k for
-//                     small k and groups sampled whole, else well below it). The runs are disjoint,
-//                     so r distinct candidates reach it; for any input that does not crowd its best
-//                     into the sample, at least k do (see bound_rank).
-//   3. filter         one streaming pass over all scores (16-byte loads). A candidate whose key is
-//                     below its group's bound cannot be in the top k and is dropped in registers;
-//                     rows whose score bound (optional) is below it are not read at all. Survivors
-//                     are appended to a per-group buffer with one atomic per block.
+//   2. bound          one block per group selects (radix select, 8 bits a pass) a score reached by
+//                     r of those runs (r = k for small k and groups sampled whole, else well below
+//                     it). The runs are disjoint, so r distinct candidates reach it; for any input
+//                     that does not crowd its best into the sample, at least k do (see bound_rank).
+//   3. filter         one streaming pass over all scores. A candidate whose key is below its
+//                     group's bound cannot be in the top k and is dropped in registers; rows whose
+//                     score bound (optional) is below it are not read at all. Survivors are
+//                     appended to a per-group buffer with one atomic per block. Dense fp32 rows
+//                     of a tile or more (no row bounds) are streamed through shared memory by
+//                     persistent blocks whose first tiles are requested before the bound exists;
+//                     others are read by short-lived blocks with 16-byte loads.
 //   4. select         one block per group stages the survivors in shared memory, selects the k-th
 //                     exactly by splitting their range [bound, max] into bins, and writes the
 //                     winners in order (warp-sorted lists of 32, merged by binary search).
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
-// Expected survivors are about 16 r (some 740 for k = 256). A group whose survivors overflow their
+// Expected survivors are about 64 r (some 1,400 for k = 256 over 256 x 8,192). A group whose survivors overflow their
 // buffer (an adversarial order hiding the best from the sample) or number fewer than k (the sample
 // held more than its share of the best) is detected in step 4, which then selects over the group's
 // input directly: slower, still exact.
@@ -495,50 +498,105 @@ __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T>
 }
 
 // ---- kernel 1b: the bound ------------------------------------------------------------------------
+// A value v of the block's nonzero 32-bit values with at least `rank` of them >= v and at most
+// rank + slack (v is the rank-th largest when slack is 0), or 0 when fewer than `at_least` (>= rank)
+// are nonzero. A radix select, eight bits per pass from the top: each pass histograms the next digit
+// of the values that share the digits chosen so far, and one warp finds the digit holding the rank.
+// The passes stop once the chosen digit's values all fit within the slack, so close values (sample
+// bests of one group share their top bits) take three or four passes, each two barriers long.
+template <int Threads, int PerThread>
+__device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThread], std::uint32_t rank, std::uint32_t slack,
+                                            std::uint32_t at_least) {
+  // Bin b sits at b + b / 8: the scanning warp's lanes each read 8 adjacent bins, in distinct banks.
+  constexpr int slots = 256 + 256 / 8;
+  __shared__ std::uint32_t histograms[2][slots];  // passes alternate, so one barrier per pass clears the next
+  __shared__ std::uint32_t chosen_digit;
+  __shared__ std::uint32_t chosen_above;
+  __shared__ std::uint32_t chosen_in_bin;
+  __shared__ std::uint32_t nonzero;
+  const unsigned lane = threadIdx.x % 32;
+  for (int i = static_cast<int>(threadIdx.x); i < slots; i += Threads) histograms[0][i] = 0;
+  __syncthreads();
+  std::uint32_t prefix = 0;
+  std::uint32_t remaining = rank;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    std::uint32_t* counts = histograms[pass & 1];
+#pragma unroll
+    for (int j = 0; j < PerThread; ++j) {
+      const std::uint32_t value = values[j];
+      if (value != 0 && (pass == 0 || value >> (shift + 8) == prefix >> (shift + 8))) {
+        const std::uint32_t bin = (value >> shift) & 255u;
+        atomicAdd(&counts[bin + bin / 8], 1u);
+      }
+    }
+    for (int i = static_cast<int>(threadIdx.x); i < slots; i += Threads) histograms[(pass + 1) & 1][i] = 0;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const std::uint32_t base = 248 - 8 * lane;  // lane 0 holds the highest bins
+      std::uint32_t bin_counts[8];
+      std::uint32_t lane_sum = 0;
+#pragma unroll
+      for (std::uint32_t j = 0; j < 8; ++j) {
+        bin_counts[j] = counts[base + j + (base + j) / 8];
+        lane_sum += bin_counts[j];
+      }
+      const std::uint32_t inclusive = warp_inclusive_sum(lane_sum);
+      if (lane == 31) nonzero = inclusive;
+      std::uint32_t running = inclusive - lane_sum;
+      if (running < remaining && remaining <= inclusive) {  // the one lane whose bins hold the rank
+#pragma unroll
+        for (int j = 7; j >= 0; --j) {
+          if (running + bin_counts[j] >= remaining) {
+            chosen_digit = base + static_cast<std::uint32_t>(j);
+            chosen_above = running;
+            chosen_in_bin = bin_counts[j];
+            break;
+          }
+          running += bin_counts[j];
+        }
+      }
+    }
+    __syncthreads();
+    if (pass == 0 && nonzero < at_least) return 0;
+    prefix |= chosen_digit << shift;
+    remaining -= chosen_above;
+    // Values >= prefix: those above the chosen digit (rank - remaining) and the digit's own.
+    if (chosen_in_bin <= remaining + slack) return prefix;
+  }
+  return prefix;
+}
+
 // One block per group selects, from the runs the sample blocks kept, a score s reached by at least
 // bound_rank(...) of them (k when the whole group was sampled; see bound_rank). The runs are
 // disjoint, so that many distinct candidates reach s, and (ordered(s) << 32) is the smallest key of
-// score s. The selection splits the range the values actually occupy (they are close together:
-// fixed digit positions would pile them into a few histogram bins) and stops once the chosen bin
-// holds at most rank/8 more values than needed, so s sits just below the rank-th best sampled run.
-// With fewer than k kept runs holding a selectable candidate the bound admits everything (1); a
-// bound above 1 therefore means the group has at least k selectable candidates.
+// score s. The selection stops once at most rank/8 more values than needed reach s, so s sits at or
+// just below the rank-th best sampled run. With fewer than k kept runs holding a selectable
+// candidate the bound admits everything (1); a bound above 1 therefore means the group has at least
+// k selectable candidates.
 template <int Threads, class T>
 __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
                                                         const std::uint32_t* sampled, std::uint32_t sampled_per_group,
                                                         CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
-  __shared__ SelectShared shared;
   // The filter blocks may become resident now: they load their tiles while the bound is selected.
   ::xgr::detail::allow_dependent_launch();
-  ::xgr::detail::wait_for_prior_grid();
   const std::uint32_t group = blockIdx.x;
   const std::uint32_t k = problem.k;
+  // The group's shape is input, written before the sample kernel started: known before the wait.
+  const std::uint64_t positions = group_positions(problem, problem.group_begin(group), problem.group_end(group));
+  const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
+  const std::uint32_t rank = bound_rank(k, runs, positions);
+  ::xgr::detail::wait_for_prior_grid();
   const std::uint32_t* values = sampled + static_cast<std::size_t>(group) * sampled_per_group;
   std::uint32_t best[bound_values_per_thread];
-  std::uint32_t selectable = 0;
 #pragma unroll
   for (int j = 0; j < bound_values_per_thread; ++j) {
     const std::uint32_t i = j * Threads + threadIdx.x;
     best[j] = i < sampled_per_group ? values[i] : 0u;
-    selectable += __syncthreads_count(best[j] != 0);
   }
-  CandidateKey threshold = 1;
-  if (selectable >= k) {
-    const std::uint64_t positions = group_positions(problem, problem.group_begin(group), problem.group_end(group));
-    const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
-    const std::uint32_t rank = bound_rank(k, runs, positions);
-    // Keys (score, position) so that they are distinct; only the score half makes the bound.
-    const auto for_each_key = [&](auto&& visit) {
-#pragma unroll
-      for (int j = 0; j < bound_values_per_thread; ++j) {
-        const std::uint32_t i = j * Threads + threadIdx.x;
-        visit(best[j] != 0 ? (static_cast<CandidateKey>(best[j]) << 32) | ~i : no_candidate);
-      }
-    };
-    threshold = select_threshold(for_each_key, rank, shared, rank / 8, false, 0, 0);
-  }
+  const std::uint32_t score = block_select_value<Threads>(best, rank, rank / 8, k);
   if (threadIdx.x == 0) {
-    bounds[group] = threshold <= 1 ? CandidateKey{1} : threshold >> 32 << 32;
+    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
     survivor_max[group] = 0;
     survivor_counts[group] = 0;
   }
@@ -657,71 +715,96 @@ __device__ void load_filter_tile(const DeviceProblem<T>& problem, const FilterTi
   }
 }
 
+// What a tile's exact checks need: its row's place in the group and the group's bound.
+struct TileBound {
+  CandidateKey bound;       // the group's bound (1: every selectable candidate)
+  float bound_score;        // a key >= bound needs a score >= bound_score
+  float offset;             // the row's offset
+  std::uint32_t flat_base;  // the row's first flat index in its group
+};
+
+template <class T>
+__device__ TileBound tile_bound(const DeviceProblem<T>& problem, const FilterTile& where, CandidateKey group_bound) {
+  TileBound tile{group_bound, 0.0f, problem.offset(where.row), (where.row - problem.group_begin(where.group)) * problem.vocab};
+  // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
+  // every selectable candidate. High word ordered(-0.0) belongs to no key (scores fold -0.0 into
+  // +0.0): such a bound is lifted to the first +0.0 key, an equivalent bound whose score compares
+  // correctly as a float.
+  if ((tile.bound >> 32) == 0x7fffffffu) tile.bound = CandidateKey{0x80000000u} << 32;
+  tile.bound_score = tile.bound <= 1 ? -__builtin_huge_valf() : key_score(tile.bound);
+  return tile;
+}
+
+// The column of bit `bit` of a thread's filter values (bit v x Vector + i: vector v, element i).
+template <int Vector>
+__device__ std::uint32_t tile_column(const FilterTile& where, int bit) {
+  return where.first_column + (static_cast<std::uint32_t>(bit / Vector) * filter_threads + threadIdx.x) * Vector +
+         static_cast<std::uint32_t>(bit % Vector);
+}
+
+// The thread's elements of a loaded tile whose key reaches the bound, as bits (see tile_column).
+// The hot loop only marks elements whose score reaches the bound's score: one add and one compare
+// per element, so that the pass streams at memory speed. The few marked elements are then checked
+// exactly (index tie-break, mask, row end), each re-read by its column through `score_at`: a loop
+// over the set bits, not an unrolled pass over all of them.
+template <int Vector, class T, class ScoreAt>
+__device__ std::uint32_t tile_survivors(const DeviceProblem<T>& problem, const FilterTile& where, const FilterValues<Vector, T>& values,
+                                        const TileBound& tile, ScoreAt&& score_at) {
+  constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
+  std::uint32_t marked = 0;
+#pragma unroll
+  for (int v = 0; v < vectors_per_thread; ++v) {
+#pragma unroll
+    for (int i = 0; i < Vector; ++i) {
+      const float score = to_float(values[v].element[i]) + tile.offset;
+      marked |= score >= tile.bound_score ? 1u << (v * Vector + i) : 0u;
+    }
+  }
+  std::uint32_t kept = 0;
+  for (std::uint32_t rest = marked; rest != 0; rest &= rest - 1) {
+    const int bit = __ffs(static_cast<int>(rest)) - 1;
+    const std::uint32_t column = tile_column<Vector>(where, bit);
+    if (column >= problem.vocab) continue;
+    if (problem.mask == MaskKind::bitset && !problem.bit_allows(where.row, column)) continue;
+    const float score = score_at(column) + tile.offset;
+    if (is_selectable(score) && make_key(score, tile.flat_base + column) >= tile.bound) kept |= 1u << bit;
+  }
+  return kept;
+}
+
+// The largest key among the kept bits (no_candidate when none).
+template <int Vector, class ScoreAt>
+__device__ CandidateKey best_survivor(const FilterTile& where, const TileBound& tile, std::uint32_t kept, ScoreAt&& score_at) {
+  CandidateKey best = no_candidate;
+  for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+    const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
+    const CandidateKey key = make_key(score_at(column) + tile.offset, tile.flat_base + column);
+    best = key > best ? key : best;
+  }
+  return best;
+}
+
 // Filters one loaded tile: appends its candidates whose key reaches the group's bound. All threads
 // of the block call it (it synchronises the block), with the same `where`.
 template <int Vector, class T>
 __device__ void filter_loaded_tile(const DeviceProblem<T>& problem, const FilterTile& where, const FilterValues<Vector, T>& values,
                             const CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
                             CandidateKey* survivors, std::size_t capacity, BlockReserve& reserve) {
-  constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
-  const std::uint32_t group = where.group;
-  const std::uint32_t row = where.row;
-  const std::uint32_t first_row = problem.group_begin(group);
-  const float offset = problem.offset(row);
-  const T* row_scores = problem.scores + row * problem.row_stride;
-  const std::uint32_t flat_base = (row - first_row) * problem.vocab;
-
-  CandidateKey bound = bounds[group];
-  // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
-  // every selectable candidate. High word ordered(-0.0) belongs to no key (scores fold -0.0 into
-  // +0.0): such a bound is lifted to the first +0.0 key, an equivalent bound whose score compares
-  // correctly as a float.
-  if ((bound >> 32) == 0x7fffffffu) bound = CandidateKey{0x80000000u} << 32;
-  const float bound_score = bound <= 1 ? -__builtin_huge_valf() : key_score(bound);
-
-  // The hot loop only marks elements whose score reaches the bound's score: one add and one compare
-  // per element, so that the pass streams at memory speed. The few marked elements are then checked
-  // exactly (index tie-break, mask, row end) and written, each re-read from L1 by its column: a
-  // loop over the set bits, not an unrolled pass over all of them.
-  std::uint32_t marked = 0;
-#pragma unroll
-  for (int v = 0; v < vectors_per_thread; ++v) {
-#pragma unroll
-    for (int i = 0; i < Vector; ++i) {
-      const float score = to_float(values[v].element[i]) + offset;
-      marked |= score >= bound_score ? 1u << (v * Vector + i) : 0u;
-    }
-  }
-  const auto column_of = [&](int bit) {
-    return where.first_column + (static_cast<std::uint32_t>(bit / Vector) * filter_threads + threadIdx.x) * Vector +
-           static_cast<std::uint32_t>(bit % Vector);
-  };
-  const auto key_of = [&](std::uint32_t column) { return make_key(to_float(row_scores[column]) + offset, flat_base + column); };
-  std::uint32_t kept = 0;
-  for (std::uint32_t rest = marked; rest != 0; rest &= rest - 1) {
-    const int bit = __ffs(static_cast<int>(rest)) - 1;
-    const std::uint32_t column = column_of(bit);
-    if (column >= problem.vocab) continue;
-    if (problem.mask == MaskKind::bitset && !problem.bit_allows(row, column)) continue;
-    const float score = to_float(row_scores[column]) + offset;
-    if (is_selectable(score) && make_key(score, flat_base + column) >= bound) kept |= 1u << bit;
-  }
+  const T* row_scores = problem.scores + where.row * problem.row_stride;
+  const auto score_at = [&](std::uint32_t column) { return to_float(row_scores[column]); };  // from L1: the tile was just loaded
+  const TileBound tile = tile_bound(problem, where, bounds[where.group]);
+  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, score_at);
   if (threadIdx.x == 0) {
     reserve.count = 0;
     reserve.best = no_candidate;
   }
   __syncthreads();
-  std::uint32_t slot = block_reserve(&survivor_counts[group], &survivor_max[group], static_cast<std::uint32_t>(__popc(kept)), [&] {
-    CandidateKey best = no_candidate;
-    for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
-      const CandidateKey key = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
-      best = key > best ? key : best;
-    }
-    return best;
-  }, reserve);
-  CandidateKey* out = survivors + group * capacity;
+  std::uint32_t slot = block_reserve(&survivor_counts[where.group], &survivor_max[where.group], static_cast<std::uint32_t>(__popc(kept)),
+                                     [&] { return best_survivor<Vector>(where, tile, kept, score_at); }, reserve);
+  CandidateKey* out = survivors + where.group * capacity;
   for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
-    if (slot < capacity) out[slot] = key_of(column_of(__ffs(static_cast<int>(rest)) - 1));
+    const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
+    if (slot < capacity) out[slot] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
     ++slot;
   }
   __syncthreads();  // `reserve` is reset for the next tile only after every thread has read its base
@@ -746,6 +829,207 @@ __global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel
   if (!where.live || row_cannot_reach(problem, where.row, bounds[where.group])) return;
   if (!load_early) load_filter_tile<Vector>(problem, where, values);
   filter_loaded_tile<Vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
+}
+
+// Dense fp32 rows streamed through shared memory (no row score bounds: run_early_exit picks this
+// kernel only then). Persistent blocks each filter a contiguous range of tiles. One thread keeps a
+// ring of tiles in flight with bulk copies (one 32 KB copy per tile), so the copy engine, not a
+// wave of short-lived blocks, keeps the memory busy. The first ring of tiles is requested before
+// the bound is known, since it does not depend on it: 192 KB per SM, about 25 MB on an H100 (over a
+// third of 8 x 256 x 8,192 fp32 scores), is read while the sample and the bound kernels run.
+// Nothing in a tile's path waits on global memory: marked elements are re-read from the stage, the
+// group's bound is loaded once per group, and survivors collect in a block buffer in shared memory
+// that is appended to the group's (one atomic) only when the block moves to another group, fills
+// it, or ends. Rows must be 16-byte aligned and a multiple of 16 bytes long; before compute
+// capability 9.0 (no bulk copies) the blocks load their tiles directly.
+inline constexpr int stream_blocks_per_sm = 2;
+inline constexpr std::uint32_t stream_max_stages = 16;
+inline constexpr std::size_t stream_ring_budget = 192 * 1024 / stream_blocks_per_sm;  // shared memory per block for its ring
+inline constexpr std::uint32_t stream_buffered_keys = 1024;  // a block's survivors held before they are appended
+
+template <class T>
+inline constexpr std::uint32_t stream_stages =
+    static_cast<std::uint32_t>(std::min<std::size_t>(stream_ring_budget / (filter_tile * sizeof(T)), stream_max_stages));
+
+// A block's survivors of one group, appended to the group's buffer in one piece.
+struct SurvivorBuffer {
+  CandidateKey keys[stream_buffered_keys];
+  unsigned long long best;   // the largest buffered key
+  std::uint32_t count;       // keys buffered
+  std::uint32_t group;       // their group
+  std::uint32_t tile_count;  // survivors of the tile being filtered
+  std::uint32_t base;        // where an append lands in the group's buffer
+};
+
+// Appends the buffered survivors to their group's buffer and empties it. All threads call it.
+__device__ inline void flush_survivors(SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                                       CandidateKey* survivors, std::size_t capacity) {
+  const std::uint32_t count = buffer.count;
+  if (count == 0) return;  // uniform: read after a barrier
+  if (threadIdx.x == 0) {
+    buffer.base = atomicAdd(&survivor_counts[buffer.group], count);
+    atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[buffer.group]), buffer.best);
+  }
+  __syncthreads();
+  CandidateKey* out = survivors + buffer.group * capacity;
+  for (std::uint32_t i = threadIdx.x; i < count; i += blockDim.x) {
+    if (buffer.base + i < capacity) out[buffer.base + i] = buffer.keys[i];
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    buffer.count = 0;
+    buffer.best = no_candidate;
+  }
+  __syncthreads();
+}
+
+// Filters one tile held in a stage, adding its survivors to the block's buffer. All threads call it.
+template <int Vector, class T>
+__device__ void filter_staged_tile(const DeviceProblem<T>& problem, const FilterTile& where, const T* stage, CandidateKey group_bound,
+                                   SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                                   CandidateKey* survivors, std::size_t capacity) {
+  const auto* vectors = reinterpret_cast<const ::xgr::detail::VectorOf<Vector, T>*>(stage);
+  FilterValues<Vector, T> values;
+#pragma unroll
+  for (int v = 0; v < filter_elements_per_thread / Vector; ++v) values[v] = vectors[v * filter_threads + threadIdx.x];
+  const auto score_at = [&](std::uint32_t column) { return to_float(stage[column - where.first_column]); };
+  const TileBound tile = tile_bound(problem, where, group_bound);
+  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, score_at);
+  const auto count = static_cast<std::uint32_t>(__popc(kept));
+  const unsigned lane = threadIdx.x % 32;
+  const std::uint32_t inclusive = warp_inclusive_sum(count);
+  const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
+  std::uint32_t warp_offset = 0;
+  if (lane == 31 && warp_total != 0) warp_offset = atomicAdd(&buffer.tile_count, warp_total);
+  warp_offset = __shfl_sync(0xffffffffu, warp_offset, 31);
+  __syncthreads();
+  const std::uint32_t tile_total = buffer.tile_count;
+  if (tile_total == 0) return;  // uniform
+  if (buffer.group != where.group || buffer.count + tile_total > stream_buffered_keys) {
+    flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
+    if (threadIdx.x == 0) buffer.group = where.group;
+  }
+  CandidateKey best = count != 0 ? best_survivor<Vector>(where, tile, kept, score_at) : no_candidate;
+#pragma unroll
+  for (int delta = 16; delta > 0; delta /= 2) {
+    const CandidateKey other = __shfl_xor_sync(0xffffffffu, best, delta);
+    best = other > best ? other : best;
+  }
+  if (tile_total <= stream_buffered_keys) {
+    if (lane == 0 && best != no_candidate) atomicMax(&buffer.best, best);
+    std::uint32_t slot = buffer.count + warp_offset + inclusive - count;
+    for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+      const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
+      buffer.keys[slot++] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
+    }
+  } else {
+    // More survivors than the buffer holds (a bound that admits nearly everything): straight to the
+    // group's buffer.
+    if (lane == 0 && best != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[where.group]), best);
+    if (threadIdx.x == 0) buffer.base = atomicAdd(&survivor_counts[where.group], tile_total);
+    __syncthreads();
+    std::uint32_t slot = buffer.base + warp_offset + inclusive - count;
+    CandidateKey* out = survivors + where.group * capacity;
+    for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+      const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
+      if (slot < capacity) out[slot] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
+      ++slot;
+    }
+  }
+  __syncthreads();  // every thread has read count, base and tile_count
+  if (threadIdx.x == 0) {
+    if (tile_total <= stream_buffered_keys) buffer.count += tile_total;
+    buffer.tile_count = 0;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_stream_kernel(
+    DeviceProblem<T> problem, std::uint32_t tiles_per_row, std::uint32_t tiles, const CandidateKey* bounds, CandidateKey* survivor_max,
+    std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
+  constexpr int vector = 16 / sizeof(T);
+  __shared__ SurvivorBuffer buffer;
+  const auto first_tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x);
+  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
+  // The bound of the group last asked for: a block's tiles span one or a few groups, and a load of
+  // the bound on every tile was the kernel's most frequent stall.
+  std::uint32_t bound_group = problem.groups;
+  CandidateKey group_bound = 0;
+  const auto bound_of = [&](std::uint32_t group) {
+    if (group != bound_group) {
+      bound_group = group;
+      group_bound = bounds[group];
+    }
+    return group_bound;
+  };
+  if (threadIdx.x == 0) {
+    buffer.best = no_candidate;
+    buffer.count = 0;
+    buffer.group = problem.groups;
+    buffer.tile_count = 0;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr std::uint32_t stages = stream_stages<T>;
+  constexpr std::uint32_t stage_bytes = filter_tile * sizeof(T);
+  constexpr std::uint32_t no_tile = ~0u;
+  extern __shared__ __align__(128) unsigned char ring[];  // stages x stage_bytes
+  __shared__ std::uint64_t filled[stages];
+  __shared__ std::uint32_t stage_tile[stages];  // the tile a stage holds, no_tile past the block's last
+  std::uint32_t next_tile = first_tile;         // thread 0: the next tile to request
+  // Thread 0 requests the block's next tile into `stage`. The barrier's phase completes when the
+  // copy has landed, or at once (no_tile) when the block has no more tiles.
+  const auto request = [&](std::uint32_t stage) {
+    std::uint32_t tile = no_tile;
+    FilterTile where{};
+    while (tile == no_tile && next_tile < end_tile) {
+      where = locate_filter_tile(problem, tiles_per_row, next_tile);
+      if (where.live) tile = next_tile;
+      ++next_tile;
+    }
+    stage_tile[stage] = tile;  // published by the barrier's arrival (release), read after its wait (acquire)
+    if (tile == no_tile) {
+      ::xgr::detail::mbarrier_arrive(&filled[stage]);
+      return;
+    }
+    const std::uint32_t columns = problem.vocab - where.first_column < filter_tile ? problem.vocab - where.first_column : filter_tile;
+    ::xgr::detail::mbarrier_arrive_expect_bytes(&filled[stage], columns * sizeof(T));
+    ::xgr::detail::bulk_copy_to_shared(ring + stage * stage_bytes, problem.scores + where.row * problem.row_stride + where.first_column,
+                                       columns * static_cast<std::uint32_t>(sizeof(T)), &filled[stage]);
+  };
+  if (threadIdx.x == 0) {
+    for (std::uint32_t stage = 0; stage < stages; ++stage) ::xgr::detail::mbarrier_init(&filled[stage], 1);
+    ::xgr::detail::fence_barrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (std::uint32_t stage = 0; stage < stages; ++stage) request(stage);
+  }
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel
+  // Tiles are consumed in the order they were requested, so the first empty stage ends the block.
+  for (std::uint32_t i = 0;; ++i) {
+    const std::uint32_t stage = i % stages;
+    ::xgr::detail::mbarrier_wait(&filled[stage], (i / stages) & 1u);
+    const std::uint32_t tile = stage_tile[stage];
+    if (tile == no_tile) break;
+    const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
+    filter_staged_tile<vector>(problem, where, reinterpret_cast<const T*>(ring + stage * stage_bytes), bound_of(where.group), buffer,
+                               survivor_max, survivor_counts, survivors, capacity);
+    __syncthreads();  // every thread has read the stage before it is refilled
+    if (threadIdx.x == 0) request(stage);
+  }
+#else
+  __shared__ BlockReserve reserve;
+  ::xgr::detail::wait_for_prior_grid();
+  for (std::uint32_t tile = first_tile; tile < end_tile; ++tile) {
+    const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
+    if (!where.live) continue;
+    FilterValues<vector, T> values;
+    load_filter_tile<vector>(problem, where, values);
+    filter_loaded_tile<vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
+  }
+#endif
+  __syncthreads();
+  flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
 }
 
 // Sparse masks: one block per row, gathering the allowed columns.
@@ -1045,7 +1329,7 @@ __global__ void take_sorted_kernel(const Key* sorted, std::size_t group_stride, 
 [[nodiscard]] inline std::size_t sample_slots(const TopKLimits& limits) { return sample_slots(group_candidates(limits), limits.max_k); }
 
 // Survivor buffer per group. The bound sits near the sample's bound_rank-th best run, so about
-// 3k candidates survive on usual inputs (k = 256); the buffer holds 4x what even the k-th best
+// 5.5k candidates survive on usual inputs (k = 256); the buffer holds 4x what even the k-th best
 // run would let through, k x (group / sampled positions) (at least what the select kernel stages
 // in shared memory, at most the whole group, where it cannot overflow).
 [[nodiscard]] inline std::size_t survivor_capacity(const TopKLimits& limits) {
@@ -1215,11 +1499,34 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const std::uint32_t tiles = problem.rows * tiles_per_row;
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
-    if (aligned) {
+    bool launched = false;
+    if constexpr (sizeof(T) == 4) {
+      // The streamed filter pays where its early ring hides the sample and the bound: fp32 rows of
+      // at least a whole tile and no row score bounds (which would make the ring wait for the
+      // bound). With shorter tiles (bf16 / fp16, short rows) and with rows skipped by their score
+      // bound, short-lived blocks were faster.
+      if (aligned && problem.vocab >= filter_tile && problem.vocab % 4 == 0 && problem.row_bounds == nullptr &&
+          ::xgr::detail::overlapping_launch_supported()) {
+        int device = 0;
+        int multiprocessors = 0;
+        XGR_CUDA_CHECK(cudaGetDevice(&device));
+        XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+        constexpr std::size_t ring_bytes = stream_stages<T> * filter_tile * sizeof(T);
+        // Set on every launch, like select_kernel's (see launch_select).
+        XGR_CUDA_CHECK(
+            cudaFuncSetAttribute(filter_stream_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(ring_bytes)));
+        const std::uint32_t blocks = std::min<std::uint32_t>(tiles, static_cast<std::uint32_t>(multiprocessors * stream_blocks_per_sm));
+        ::xgr::detail::launch_overlapping(filter_stream_kernel<T>, blocks, filter_threads, ring_bytes, stream, problem, tiles_per_row,
+                                          tiles, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
+                                          capacity);
+        launched = true;
+      }
+    }
+    if (!launched && aligned) {
       ::xgr::detail::launch_overlapping(filter_dense_kernel<16 / sizeof(T), T, filter_blocks_per_sm>, tiles, filter_threads, 0, stream,
                                         problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts,
                                         scratch.survivors, capacity);
-    } else {
+    } else if (!launched) {
       ::xgr::detail::launch_overlapping(filter_dense_kernel<1, T>, tiles, filter_threads, 0, stream, problem, tiles_per_row, scratch.bounds,
                                         scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     }

@@ -12,7 +12,11 @@ namespace xgr::topk::cuda_detail {
 
 inline constexpr int sample_threads = 256;
 inline constexpr int sample_run = 16;     // consecutive positions a sampling thread reads; it keeps their best
-inline constexpr int sample_stride = 16;  // about one position in sample_stride is sampled (runs spread evenly)
+// About one position in sample_stride is sampled (runs spread evenly). Sparser samples cost less to
+// read (the sample's scattered 64-byte runs use the memory poorly: one in 16 took a fifth of a
+// 32 x 512 x 8,192 call) and let about r x sample_stride candidates through the filter, a few
+// thousand at most for k <= 512, which the select kernel stages in shared memory.
+inline constexpr int sample_stride = 64;
 inline constexpr std::uint32_t max_sample_runs = 16384;  // per group; at most 64 sample blocks
 
 // The sample: a group of `positions` candidates is read in runs of sample_run consecutive positions,
@@ -56,10 +60,11 @@ XGR_HOST_DEVICE constexpr std::uint32_t sample_kept_per_warp(std::uint64_t block
 }
 
 // The rank, among a group's sampled runs, at which the bound is taken. The k-th best run is a bound
-// no input can defeat, but it lets about k x positions / sampled positions candidates through (16k
-// for the usual 1-in-16 sample). Taking the r-th best run instead, with r = m + 6 sqrt(m) + 6 for
+// no input can defeat, but it lets about k x positions / sampled positions candidates through (64k
+// for the usual 1-in-64 sample). Taking the r-th best run instead, with r = m + 6 sqrt(m) + 6 for
 // the m = k x sampled / positions of the group's k best that the sample holds on average, lets
-// about r x positions / sampled through: 740 instead of 4,096 for k = 256. It is a bound with
+// about r x positions / sampled through: 1,408 instead of 16,384 for k = 256 over 256 x 8,192
+// (r = 22). It is a bound with
 // overwhelming probability, not always: fewer than k candidates reach it only if the sample holds
 // at least r of fewer than k, more than six standard deviations above the mean (below 1e-9 for
 // any k when the input's order is unrelated to the sample positions). The select kernel detects
