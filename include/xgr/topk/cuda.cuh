@@ -23,10 +23,10 @@
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
-// Expected survivors are about 64 r (some 1,400 for k = 256 over 256 x 8,192). A group whose survivors overflow their
-// buffer (an adversarial order hiding the best from the sample) or number fewer than k (the sample
-// held more than its share of the best) is detected in step 4, which then selects over the group's
-// input directly: slower, still exact.
+// Expected survivors are about 64 r (some 1,400 for k = 256 over 256 x 8,192). A group whose
+// survivors overflow their buffer (an adversarial order hiding the best from the sample) or number
+// fewer than k (the sample held more than its share of the best) is detected in step 4, which then
+// selects over the group's input directly: slower, still exact.
 #pragma once
 
 #include <cub/device/device_segmented_radix_sort.cuh>
