@@ -604,15 +604,20 @@ __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem
 
 // ---- kernel 2: the filter pass -----------------------------------------------------------------
 
-// Appends this thread's `count` survivors with one atomic per warp. All lanes must call it.
-__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
-  const unsigned lane = threadIdx.x % 32;
+// Reserves `count` slots for this thread at `counter` (global or shared memory), with one atomic
+// per warp, and returns the first; the warp's total comes back in `warp_total`. All lanes must call it.
+__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count, std::uint32_t& warp_total) {
   const std::uint32_t inclusive = warp_inclusive_sum(count);
-  const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
+  warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
   std::uint32_t base = 0;
-  if (lane == 31 && total != 0) base = atomicAdd(counter, total);
+  if (threadIdx.x % 32 == 31 && warp_total != 0) base = atomicAdd(counter, warp_total);
   base = __shfl_sync(0xffffffffu, base, 31);
   return base + inclusive - count;
+}
+
+__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
+  std::uint32_t warp_total = 0;
+  return warp_reserve(counter, count, warp_total);
 }
 
 template <class T>
@@ -647,11 +652,8 @@ template <class BestKey>
 __device__ std::uint32_t block_reserve(std::uint32_t* counter, CandidateKey* group_max, std::uint32_t count, BestKey&& best_key,
                                        BlockReserve& shared) {
   const unsigned lane = threadIdx.x % 32;
-  const std::uint32_t inclusive = warp_inclusive_sum(count);
-  const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
-  std::uint32_t warp_base = 0;
-  if (lane == 31 && warp_total != 0) warp_base = atomicAdd(&shared.count, warp_total);
-  warp_base = __shfl_sync(0xffffffffu, warp_base, 31);
+  std::uint32_t warp_total = 0;
+  const std::uint32_t place = warp_reserve(&shared.count, count, warp_total);  // within the block's survivors
   if (warp_total != 0) {
     CandidateKey best = count != 0 ? best_key() : no_candidate;
 #pragma unroll
@@ -667,7 +669,7 @@ __device__ std::uint32_t block_reserve(std::uint32_t* counter, CandidateKey* gro
     atomicMax(reinterpret_cast<unsigned long long*>(group_max), shared.best);
   }
   __syncthreads();
-  return shared.base + warp_base + inclusive - count;
+  return shared.base + place;
 }
 
 // Dense and bitset masks. A tile is filter_tile columns of one row, filtered by one block.
@@ -897,11 +899,7 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
   const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, score_at);
   const auto count = static_cast<std::uint32_t>(__popc(kept));
   const unsigned lane = threadIdx.x % 32;
-  const std::uint32_t inclusive = warp_inclusive_sum(count);
-  const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
-  std::uint32_t warp_offset = 0;
-  if (lane == 31 && warp_total != 0) warp_offset = atomicAdd(&buffer.tile_count, warp_total);
-  warp_offset = __shfl_sync(0xffffffffu, warp_offset, 31);
+  const std::uint32_t place = warp_reserve(&buffer.tile_count, count);  // within the tile's survivors
   __syncthreads();
   const std::uint32_t tile_total = buffer.tile_count;
   if (tile_total == 0) return;  // uniform
@@ -917,7 +915,7 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
   }
   if (tile_total <= stream_buffered_keys) {
     if (lane == 0 && best != no_candidate) atomicMax(&buffer.best, best);
-    std::uint32_t slot = buffer.count + warp_offset + inclusive - count;
+    std::uint32_t slot = buffer.count + place;
     for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
       const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
       buffer.keys[slot++] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
@@ -928,7 +926,7 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
     if (lane == 0 && best != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[where.group]), best);
     if (threadIdx.x == 0) buffer.base = atomicAdd(&survivor_counts[where.group], tile_total);
     __syncthreads();
-    std::uint32_t slot = buffer.base + warp_offset + inclusive - count;
+    std::uint32_t slot = buffer.base + place;
     CandidateKey* out = survivors + where.group * capacity;
     for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
       const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
