@@ -190,6 +190,55 @@ TEST_CASE("a sample holding more than its share of the best falls back to an exa
   c.check_exact();
 }
 
+TEST_CASE("the streamed filter: more tiles than its first ring, staged and unstaged masks, rows of no group") {
+  // Calls of more tiles than the streamed filter's blocks hold in their first rings, so that stages
+  // are refilled and blocks span groups. A bitset is bulk-copied with its tile when the vocabulary
+  // is a multiple of 128 columns (16,384), and read from global memory otherwise (16,388).
+  namespace detail = xgr::topk::cuda_detail;
+  int device = 0;
+  int multiprocessors = 0;
+  XGR_CUDA_CHECK(cudaGetDevice(&device));
+  XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  const std::size_t first_rings = std::size_t{detail::stream_stages<float>} * detail::stream_blocks_per_sm * static_cast<std::size_t>(multiprocessors);
+  auto rng = xgr::test::make_rng(245);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const auto check = [&](const xgr::test::TopKInput<float>& input) {
+    const std::size_t tiles = input.rows * ((input.spec.vocab + detail::filter_tile - 1) / detail::filter_tile);
+    REQUIRE_MESSAGE(tiles > first_rings, tiles << " tiles fit the first rings (" << first_rings << " tiles)");
+    const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
+    std::string why;
+    CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), input.spec.describe() << ": " << why);
+  };
+  const std::size_t rows = first_rings / 2 + 64;  // two tiles a row: rows x 2 tiles > first_rings
+  for (const std::size_t vocab : {std::size_t{16384}, std::size_t{16388}}) {
+    xgr::test::TopKCase spec;
+    spec.groups = 2;
+    spec.rows_per_group = rows / 2;
+    spec.vocab = vocab;
+    spec.k = 256;
+    check(xgr::test::make_topk_input<float>(spec, rng));
+    spec.mask = xgr::MaskKind::bitset;
+    spec.density = 0.05;
+    spec.row_offsets = true;
+    check(xgr::test::make_topk_input<float>(spec, rng));
+  }
+  // Rows before the first group and after the last belong to no group: their tiles are skipped.
+  xgr::test::TopKCase spec;
+  spec.groups = 5;
+  spec.rows_per_group = rows / 2;
+  spec.vocab = 16384;
+  spec.k = 100;
+  spec.variable_groups = true;
+  spec.mask = xgr::MaskKind::bitset;
+  spec.density = 0.5;
+  auto input = xgr::test::make_topk_input<float>(spec, rng);
+  input.group_row_offsets[0] = std::min<std::uint32_t>(input.group_row_offsets[1], 37);
+  input.group_row_offsets.pop_back();
+  REQUIRE(input.group_row_offsets.back() < input.rows);
+  check(input);
+}
+
 TEST_CASE("the CUDA path rejects bad arguments before launching anything") {
   auto rng = xgr::test::make_rng(241);
   xgr::test::TopKCase spec;

@@ -748,10 +748,12 @@ __device__ std::uint32_t tile_column(const FilterTile& where, int bit) {
 // The hot loop only marks elements whose score reaches the bound's score: one add and one compare
 // per element, so that the pass streams at memory speed. The few marked elements are then checked
 // exactly (index tie-break, mask, row end), each re-read by its column through `score_at`: a loop
-// over the set bits, not an unrolled pass over all of them.
+// over the set bits, not an unrolled pass over all of them. `allowed` holds the elements a bitset
+// mask allows when the caller has the tile's mask words at hand (`mask_applied`); otherwise it is
+// all ones and marked elements read their mask bit from global memory.
 template <int Vector, class T, class ScoreAt>
 __device__ std::uint32_t tile_survivors(const DeviceProblem<T>& problem, const FilterTile& where, const FilterValues<Vector, T>& values,
-                                        const TileBound& tile, ScoreAt&& score_at) {
+                                        const TileBound& tile, std::uint32_t allowed, bool mask_applied, ScoreAt&& score_at) {
   constexpr int vectors_per_thread = filter_elements_per_thread / Vector;
   std::uint32_t marked = 0;
 #pragma unroll
@@ -763,11 +765,11 @@ __device__ std::uint32_t tile_survivors(const DeviceProblem<T>& problem, const F
     }
   }
   std::uint32_t kept = 0;
-  for (std::uint32_t rest = marked; rest != 0; rest &= rest - 1) {
+  for (std::uint32_t rest = marked & allowed; rest != 0; rest &= rest - 1) {
     const int bit = __ffs(static_cast<int>(rest)) - 1;
     const std::uint32_t column = tile_column<Vector>(where, bit);
     if (column >= problem.vocab) continue;
-    if (problem.mask == MaskKind::bitset && !problem.bit_allows(where.row, column)) continue;
+    if (problem.mask == MaskKind::bitset && !mask_applied && !problem.bit_allows(where.row, column)) continue;
     const float score = score_at(column) + tile.offset;
     if (is_selectable(score) && make_key(score, tile.flat_base + column) >= tile.bound) kept |= 1u << bit;
   }
@@ -795,7 +797,7 @@ __device__ void filter_loaded_tile(const DeviceProblem<T>& problem, const Filter
   const T* row_scores = problem.scores + where.row * problem.row_stride;
   const auto score_at = [&](std::uint32_t column) { return to_float(row_scores[column]); };  // from L1: the tile was just loaded
   const TileBound tile = tile_bound(problem, where, bounds[where.group]);
-  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, score_at);
+  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, ~0u, false, score_at);
   if (threadIdx.x == 0) {
     reserve.count = 0;
     reserve.best = no_candidate;
@@ -834,78 +836,113 @@ __global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel
 }
 
 // Dense fp32 rows streamed through shared memory (no row score bounds: run_early_exit picks this
-// kernel only then). Persistent blocks each filter a contiguous range of tiles. One thread keeps a
-// ring of tiles in flight with bulk copies (one 32 KB copy per tile), so the copy engine, not a
-// wave of short-lived blocks, keeps the memory busy. The first ring of tiles is requested before
-// the bound is known, since it does not depend on it: 192 KB per SM, about 25 MB on an H100 (over a
-// third of 8 x 256 x 8,192 fp32 scores), is read while the sample and the bound kernels run.
-// Nothing in a tile's path waits on global memory: marked elements are re-read from the stage, the
-// group's bound is loaded once per group, and survivors collect in a block buffer in shared memory
-// that is appended to the group's (one atomic) only when the block moves to another group, fills
-// it, or ends. Rows must be 16-byte aligned and a multiple of 16 bytes long; before compute
-// capability 9.0 (no bulk copies) the blocks load their tiles directly.
+// kernel only then). Persistent blocks each filter a contiguous range of tiles and keep a ring of
+// them in flight, one thread issuing one 32 KB bulk copy per tile, so the copy engine, not a wave of
+// short-lived blocks, keeps the memory busy. The first ring of tiles is requested before the bound
+// is known, since it does not depend on it: 192 KB per SM, about 25 MB on an H100 (over a third of
+// 8 x 256 x 8,192 fp32 scores), is read while the sample and the bound kernels run. Nothing in a
+// tile's path waits on global memory: marked elements are re-read from the stage, a bitset mask's
+// words arrive with the tile, the group's bound is loaded once per group, and survivors collect in
+// a block buffer in shared memory that is appended to the groups' buffers (one atomic per group
+// present) only when it fills or the block ends. Rows must be 16-byte aligned and a multiple of 16
+// bytes long; before compute capability 9.0 (no bulk copies) the blocks load their tiles directly.
 inline constexpr int stream_blocks_per_sm = 2;
 inline constexpr std::uint32_t stream_max_stages = 16;
 inline constexpr std::size_t stream_ring_budget = 192 * 1024 / stream_blocks_per_sm;  // shared memory per block for its ring
 inline constexpr std::uint32_t stream_buffered_keys = 1024;  // a block's survivors held before they are appended
+inline constexpr std::uint32_t stream_buffered_runs = 64;    // runs of one group among them
 
 template <class T>
 inline constexpr std::uint32_t stream_stages =
     static_cast<std::uint32_t>(std::min<std::size_t>(stream_ring_budget / (filter_tile * sizeof(T)), stream_max_stages));
 
-// A block's survivors of one group, appended to the group's buffer in one piece.
+// A block's survivors, in runs of one group each (consecutive tiles of one group share a run),
+// appended to their groups' buffers together.
 struct SurvivorBuffer {
   CandidateKey keys[stream_buffered_keys];
-  unsigned long long best;   // the largest buffered key
-  std::uint32_t count;       // keys buffered
-  std::uint32_t group;       // their group
-  std::uint32_t tile_count;  // survivors of the tile being filtered
-  std::uint32_t base;        // where an append lands in the group's buffer
+  unsigned long long run_best[stream_buffered_runs];  // the largest key of each run
+  std::uint32_t run_end[stream_buffered_runs];        // one past each run's last key
+  std::uint32_t run_group[stream_buffered_runs];
+  std::uint32_t run_base[stream_buffered_runs];       // where a run lands in its group's buffer
+  std::uint32_t count;                                // keys buffered
+  std::uint32_t runs;                                 // runs buffered
+  std::uint32_t tile_count;                           // survivors of the tile being filtered
+  std::uint32_t base;                                 // where an oversized tile lands in its group's buffer
 };
 
-// Appends the buffered survivors to their group's buffer and empties it. All threads call it.
-__device__ inline void flush_survivors(SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
-                                       CandidateKey* survivors, std::size_t capacity) {
-  const std::uint32_t count = buffer.count;
-  if (count == 0) return;  // uniform: read after a barrier
-  if (threadIdx.x == 0) {
-    buffer.base = atomicAdd(&survivor_counts[buffer.group], count);
-    atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[buffer.group]), buffer.best);
-  }
-  __syncthreads();
-  CandidateKey* out = survivors + buffer.group * capacity;
-  for (std::uint32_t i = threadIdx.x; i < count; i += blockDim.x) {
-    if (buffer.base + i < capacity) out[buffer.base + i] = buffer.keys[i];
-  }
-  __syncthreads();
+// Empties the buffer. All threads call it; it synchronises the block before returning.
+__device__ inline void clear_survivors(SurvivorBuffer& buffer) {
+  for (std::uint32_t run = threadIdx.x; run < stream_buffered_runs; run += blockDim.x) buffer.run_best[run] = no_candidate;
   if (threadIdx.x == 0) {
     buffer.count = 0;
-    buffer.best = no_candidate;
+    buffer.runs = 0;
+    buffer.tile_count = 0;
   }
   __syncthreads();
 }
 
-// Filters one tile held in a stage, adding its survivors to the block's buffer. All threads call it.
+// Appends the buffered survivors to their groups' buffers and empties it: one atomic per run, all
+// issued at once. All threads call it, after a barrier that follows the buffer's last change.
+__device__ inline void flush_survivors(SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                                       CandidateKey* survivors, std::size_t capacity) {
+  const std::uint32_t runs = buffer.runs;
+  if (runs == 0) return;  // uniform: read after a barrier
+  for (std::uint32_t run = threadIdx.x; run < runs; run += blockDim.x) {
+    const std::uint32_t begin = run == 0 ? 0 : buffer.run_end[run - 1];
+    buffer.run_base[run] = atomicAdd(&survivor_counts[buffer.run_group[run]], buffer.run_end[run] - begin);
+    atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[buffer.run_group[run]]), buffer.run_best[run]);
+  }
+  __syncthreads();
+  for (std::uint32_t run = 0; run < runs; ++run) {
+    const std::uint32_t begin = run == 0 ? 0 : buffer.run_end[run - 1];
+    CandidateKey* out = survivors + buffer.run_group[run] * capacity;
+    for (std::uint32_t i = begin + threadIdx.x; i < buffer.run_end[run]; i += blockDim.x) {
+      const std::uint32_t slot = buffer.run_base[run] + (i - begin);
+      if (slot < capacity) out[slot] = buffer.keys[i];
+    }
+  }
+  __syncthreads();
+  clear_survivors(buffer);
+}
+
+// The elements of a thread's filter values (bits as in tile_column) that the tile's bitset words
+// allow; `words` are the tile's mask words, word 0 for its first column.
+template <int Vector>
+__device__ std::uint32_t staged_allowed(const std::uint32_t* words) {
+  static_assert(32 % Vector == 0);
+  std::uint32_t allowed = 0;
+#pragma unroll
+  for (int v = 0; v < filter_elements_per_thread / Vector; ++v) {
+    const std::uint32_t element = (static_cast<std::uint32_t>(v) * filter_threads + threadIdx.x) * Vector;  // within the tile
+    allowed |= ((words[element / 32] >> (element % 32)) & ((1u << Vector) - 1u)) << (v * Vector);
+  }
+  return allowed;
+}
+
+// Filters one tile held in a stage (with its mask words when `words` is not null), adding its
+// survivors to the block's buffer. All threads call it.
 template <int Vector, class T>
-__device__ void filter_staged_tile(const DeviceProblem<T>& problem, const FilterTile& where, const T* stage, CandidateKey group_bound,
-                                   SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
-                                   CandidateKey* survivors, std::size_t capacity) {
+__device__ void filter_staged_tile(const DeviceProblem<T>& problem, const FilterTile& where, const T* stage, const std::uint32_t* words,
+                                   CandidateKey group_bound, SurvivorBuffer& buffer, CandidateKey* survivor_max,
+                                   std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
   const auto* vectors = reinterpret_cast<const ::xgr::detail::VectorOf<Vector, T>*>(stage);
   FilterValues<Vector, T> values;
 #pragma unroll
   for (int v = 0; v < filter_elements_per_thread / Vector; ++v) values[v] = vectors[v * filter_threads + threadIdx.x];
   const auto score_at = [&](std::uint32_t column) { return to_float(stage[column - where.first_column]); };
   const TileBound tile = tile_bound(problem, where, group_bound);
-  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, score_at);
+  const std::uint32_t allowed = words != nullptr ? staged_allowed<Vector>(words) : ~0u;
+  const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, allowed, words != nullptr, score_at);
   const auto count = static_cast<std::uint32_t>(__popc(kept));
   const unsigned lane = threadIdx.x % 32;
   const std::uint32_t place = warp_reserve(&buffer.tile_count, count);  // within the tile's survivors
   __syncthreads();
   const std::uint32_t tile_total = buffer.tile_count;
   if (tile_total == 0) return;  // uniform
-  if (buffer.group != where.group || buffer.count + tile_total > stream_buffered_keys) {
+  bool new_run = buffer.runs == 0 || buffer.run_group[buffer.runs - 1] != where.group;
+  if (buffer.count + tile_total > stream_buffered_keys || (new_run && buffer.runs == stream_buffered_runs)) {
     flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
-    if (threadIdx.x == 0) buffer.group = where.group;
+    new_run = true;
   }
   CandidateKey best = count != 0 ? best_survivor<Vector>(where, tile, kept, score_at) : no_candidate;
 #pragma unroll
@@ -913,8 +950,9 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
     const CandidateKey other = __shfl_xor_sync(0xffffffffu, best, delta);
     best = other > best ? other : best;
   }
+  const std::uint32_t run = new_run ? buffer.runs : buffer.runs - 1;
   if (tile_total <= stream_buffered_keys) {
-    if (lane == 0 && best != no_candidate) atomicMax(&buffer.best, best);
+    if (lane == 0 && best != no_candidate) atomicMax(&buffer.run_best[run], best);
     std::uint32_t slot = buffer.count + place;
     for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
       const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
@@ -934,21 +972,24 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
       ++slot;
     }
   }
-  __syncthreads();  // every thread has read count, base and tile_count
+  __syncthreads();  // every thread has read the buffer's count, runs, base and tile_count
   if (threadIdx.x == 0) {
-    if (tile_total <= stream_buffered_keys) buffer.count += tile_total;
+    if (tile_total <= stream_buffered_keys) {
+      buffer.count += tile_total;
+      buffer.run_group[run] = where.group;
+      buffer.run_end[run] = buffer.count;
+      buffer.runs = run + 1;
+    }
     buffer.tile_count = 0;
   }
 }
 
 template <class T>
 __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_stream_kernel(
-    DeviceProblem<T> problem, std::uint32_t tiles_per_row, std::uint32_t tiles, const CandidateKey* bounds, CandidateKey* survivor_max,
-    std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
+    DeviceProblem<T> problem, std::uint32_t tiles_per_row, std::uint32_t tiles, bool stage_mask, const CandidateKey* bounds,
+    CandidateKey* survivor_max, std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
   constexpr int vector = 16 / sizeof(T);
   __shared__ SurvivorBuffer buffer;
-  const auto first_tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x);
-  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
   // The bound of the group last asked for: a block's tiles span one or a few groups, and a load of
   // the bound on every tile was the kernel's most frequent stall.
   std::uint32_t bound_group = problem.groups;
@@ -960,39 +1001,44 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     }
     return group_bound;
   };
-  if (threadIdx.x == 0) {
-    buffer.best = no_candidate;
-    buffer.count = 0;
-    buffer.group = problem.groups;
-    buffer.tile_count = 0;
-  }
+  clear_survivors(buffer);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr std::uint32_t stages = stream_stages<T>;
   constexpr std::uint32_t stage_bytes = filter_tile * sizeof(T);
-  constexpr std::uint32_t no_tile = ~0u;
+  constexpr std::uint32_t no_tile = ~0u;       // past the block's last tile
+  constexpr std::uint32_t dead_tile = ~0u - 1;  // a tile of a row in no group: nothing to read
   extern __shared__ __align__(128) unsigned char ring[];  // stages x stage_bytes
+  __shared__ __align__(16) std::uint32_t ring_words[stages][filter_tile / 32];  // bitset masks: each stage's mask words
   __shared__ std::uint64_t filled[stages];
-  __shared__ std::uint32_t stage_tile[stages];  // the tile a stage holds, no_tile past the block's last
-  std::uint32_t next_tile = first_tile;         // thread 0: the next tile to request
+  __shared__ std::uint32_t stage_tile[stages];  // the tile a stage holds (or no_tile, dead_tile)
+  // Each block filters a contiguous range of tiles; thread 0 requests them in order.
+  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
+  std::uint32_t next_tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x);
   // Thread 0 requests the block's next tile into `stage`. The barrier's phase completes when the
-  // copy has landed, or at once (no_tile) when the block has no more tiles.
+  // copy has landed, or at once when there is nothing to copy.
   const auto request = [&](std::uint32_t stage) {
-    std::uint32_t tile = no_tile;
+    std::uint32_t tile = next_tile < end_tile ? next_tile++ : tiles;
     FilterTile where{};
-    while (tile == no_tile && next_tile < end_tile) {
-      where = locate_filter_tile(problem, tiles_per_row, next_tile);
-      if (where.live) tile = next_tile;
-      ++next_tile;
+    if (tile >= tiles) {
+      tile = no_tile;
+    } else {
+      where = locate_filter_tile(problem, tiles_per_row, tile);
+      if (!where.live) tile = dead_tile;
     }
     stage_tile[stage] = tile;  // published by the barrier's arrival (release), read after its wait (acquire)
-    if (tile == no_tile) {
+    if (tile == no_tile || tile == dead_tile) {
       ::xgr::detail::mbarrier_arrive(&filled[stage]);
       return;
     }
     const std::uint32_t columns = problem.vocab - where.first_column < filter_tile ? problem.vocab - where.first_column : filter_tile;
-    ::xgr::detail::mbarrier_arrive_expect_bytes(&filled[stage], columns * sizeof(T));
+    const std::uint32_t word_bytes = stage_mask ? columns / 8 : 0;  // columns is a multiple of 128 when masks are staged
+    ::xgr::detail::mbarrier_arrive_expect_bytes(&filled[stage], columns * static_cast<std::uint32_t>(sizeof(T)) + word_bytes);
     ::xgr::detail::bulk_copy_to_shared(ring + stage * stage_bytes, problem.scores + where.row * problem.row_stride + where.first_column,
                                        columns * static_cast<std::uint32_t>(sizeof(T)), &filled[stage]);
+    if (stage_mask) {
+      ::xgr::detail::bulk_copy_to_shared(ring_words[stage], problem.mask_bits + where.row * problem.mask_row_words + where.first_column / 32,
+                                         word_bytes, &filled[stage]);
+    }
   };
   if (threadIdx.x == 0) {
     for (std::uint32_t stage = 0; stage < stages; ++stage) ::xgr::detail::mbarrier_init(&filled[stage], 1);
@@ -1009,16 +1055,21 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     ::xgr::detail::mbarrier_wait(&filled[stage], (i / stages) & 1u);
     const std::uint32_t tile = stage_tile[stage];
     if (tile == no_tile) break;
-    const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
-    filter_staged_tile<vector>(problem, where, reinterpret_cast<const T*>(ring + stage * stage_bytes), bound_of(where.group), buffer,
-                               survivor_max, survivor_counts, survivors, capacity);
+    if (tile != dead_tile) {
+      const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
+      filter_staged_tile<vector>(problem, where, reinterpret_cast<const T*>(ring + stage * stage_bytes),
+                                 stage_mask ? ring_words[stage] : nullptr, bound_of(where.group), buffer, survivor_max, survivor_counts,
+                                 survivors, capacity);
+    }
     __syncthreads();  // every thread has read the stage before it is refilled
     if (threadIdx.x == 0) request(stage);
   }
 #else
+  (void)stage_mask;
   __shared__ BlockReserve reserve;
   ::xgr::detail::wait_for_prior_grid();
-  for (std::uint32_t tile = first_tile; tile < end_tile; ++tile) {
+  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
+  for (std::uint32_t tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x); tile < end_tile; ++tile) {
     const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
     if (!where.live) continue;
     FilterValues<vector, T> values;
@@ -1514,9 +1565,13 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
         XGR_CUDA_CHECK(
             cudaFuncSetAttribute(filter_stream_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(ring_bytes)));
         const std::uint32_t blocks = std::min<std::uint32_t>(tiles, static_cast<std::uint32_t>(multiprocessors * stream_blocks_per_sm));
+        // A bitset's words for a tile come with its scores when they can be bulk-copied: 16-byte
+        // aligned rows of words, and whole 16-byte pieces of them per tile (vocab a multiple of 128).
+        const bool stage_mask = problem.mask == MaskKind::bitset && reinterpret_cast<std::uintptr_t>(problem.mask_bits) % 16 == 0 &&
+                                problem.mask_row_words % 4 == 0 && problem.vocab % 128 == 0;
         ::xgr::detail::launch_overlapping(filter_stream_kernel<T>, blocks, filter_threads, ring_bytes, stream, problem, tiles_per_row,
-                                          tiles, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
-                                          capacity);
+                                          tiles, stage_mask, scratch.bounds, scratch.survivor_max, scratch.survivor_counts,
+                                          scratch.survivors, capacity);
         launched = true;
       }
     }
