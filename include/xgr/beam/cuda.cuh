@@ -18,6 +18,11 @@
 //   4. update         one block per request turns winners into beams: parent, token, score, trie
 //                     child (binary search), token history, ancestry.
 //
+// Normalize, and the update after the selection, are programmatic dependent launches of the
+// kernel before them (detail::launch_overlapping): their blocks become resident while that kernel
+// finishes and wait for it before reading its output. Every block of every such kernel waits, so
+// each kernel's end implies its predecessors' too.
+//
 // State lives in two device buffers per quantity (current / next), flipped per step, so a step
 // never reads what it writes. Every buffer and the selection workspace are allocated once, in the
 // constructor, for BeamConfig's maxima.
@@ -98,6 +103,9 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
       offsets[row] = 0.0f;
       bounds[row] = negative_infinity;
     }
+    // Every block waits for the scan before it ends, so that this kernel's end implies the scan's:
+    // a programmatic launch after it (NoEarlyExit's select) waits for this kernel only.
+    ::xgr::detail::wait_for_prior_grid();
     return;
   }
   const float beam_score = beam_scores[row];
@@ -223,6 +231,7 @@ struct UpdateArgs {
 
 template <int BlockThreads>
 __global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the selection, whose winners it reads
   const std::uint32_t request = blockIdx.x;
   const std::uint32_t first_row = args.row_begin[request];
   const std::uint32_t width = args.row_begin[request + 1] - first_row;
@@ -455,8 +464,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
                                        tokens_[next].data(),
                                        ancestry_.data() + level * max_slots_,
                                        live_.data()};
-    beam::cuda_detail::update_kernel<beam::cuda_detail::update_threads><<<static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream>>>(args);
-    XGR_CUDA_CHECK_LAUNCH();
+    ::xgr::detail::launch_overlapping(beam::cuda_detail::update_kernel<beam::cuda_detail::update_threads>,
+                                      static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream, args);
     parity_ = next;
     ++step_;
   }

@@ -22,7 +22,8 @@
 //                     winners in order (warp-sorted lists of 32, merged by binary search).
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
-// the one before it finishes, and the filter's first tiles are loaded while the bound is selected.
+// the one before it finishes, the filter's first tiles are loaded while the bound is selected, and
+// the select's blocks are resident before the streamed filter's last blocks end.
 // Expected survivors are about 64 r (some 1,400 for k = 256 over 256 x 8,192). A group whose
 // survivors overflow their buffer (an adversarial order hiding the best from the sample) or number
 // fewer than k (the sample held more than its share of the best) is detected in step 4, which then
@@ -821,6 +822,8 @@ __global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel
                                                                        const CandidateKey* bounds, CandidateKey* survivor_max,
                                                                        std::uint32_t* survivor_counts, CandidateKey* survivors,
                                                                        std::size_t capacity) {
+  // No allow_dependent_launch: letting the select's blocks in once the last wave had started was
+  // measured 2-5 % slower (they take SMs while these blocks still run); they come in at the end.
   __shared__ BlockReserve reserve;
   FilterTile where = locate_filter_tile(problem, tiles_per_row, blockIdx.x);
   // The tile does not depend on the bound: its loads are in flight while the bound kernel finishes
@@ -988,6 +991,9 @@ template <class T>
 __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_stream_kernel(
     DeviceProblem<T> problem, std::uint32_t tiles_per_row, std::uint32_t tiles, bool stage_mask, const CandidateKey* bounds,
     CandidateKey* survivor_max, std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
+  // The select's blocks may become resident on an SM as soon as one of its two filter blocks ends
+  // (the last filter blocks end several us after the first), and wait there for the whole grid.
+  ::xgr::detail::allow_dependent_launch();
   constexpr int vector = 16 / sizeof(T);
   __shared__ SurvivorBuffer buffer;
   // The bound of the group last asked for: a block's tiles span one or a few groups, and a load of
@@ -1086,7 +1092,7 @@ template <class T>
 __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
                                                                         CandidateKey* survivor_max, std::uint32_t* survivor_counts,
                                                                         CandidateKey* survivors, std::size_t capacity) {
-  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel (no early trigger: see filter_dense_kernel)
   const std::uint32_t row = blockIdx.x;
   const std::uint32_t group = problem.group_of_row(row);
   if (group >= problem.groups) return;
@@ -1205,6 +1211,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
                                                                  std::size_t capacity, float* values, std::size_t values_stride,
                                                                  std::uint32_t* indices, std::size_t indices_stride,
                                                                  std::uint32_t* counts) {
+  ::xgr::detail::allow_dependent_launch();  // a consumer launched overlapping this kernel waits for it itself
   extern __shared__ CandidateKey boundary[];  // boundary_capacity keys
   __shared__ FinalShared shared;
   const std::uint32_t group = blockIdx.x;
@@ -1219,10 +1226,22 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
   ::xgr::detail::wait_for_prior_grid();  // launched overlapping the kernel that wrote its input
   __syncthreads();
 
+  // The usual case needs the survivors' count, bound and maximum and then the keys: the first
+  // KeyArray::batch keys of each thread are requested together with the three (speculatively, up
+  // to the buffer's capacity), so that they cost one round trip, not three in a row.
+  const bool from_survivors = source == SelectSource::survivors;
   const std::uint32_t found = source == SelectSource::input ? 0 : survivor_counts[group];
+  const CandidateKey bound = from_survivors ? bounds[group] : 0;
+  const CandidateKey highest = from_survivors ? survivor_max[group] : 0;
+  CandidateKey first_keys[KeyArray::batch];
+#pragma unroll
+  for (int j = 0; j < KeyArray::batch; ++j) {
+    const std::size_t i = threadIdx.x + std::size_t{blockDim.x} * j;
+    first_keys[j] = from_survivors && i < capacity ? survivors[group * capacity + i] : no_candidate;
+  }
   // A bound above 1 promises at least k selectable candidates (bound_kernel), so fewer survivors
   // mean the sample held more of the group's best than its share and the bound overreached.
-  const bool overreached = source == SelectSource::survivors && found < k && bounds[group] > 1;
+  const bool overreached = from_survivors && found < k && bound > 1;
   if (source == SelectSource::input || found > capacity || overreached) {
     // No bound (baseline), survivors that overflowed their buffer, or too few of them: select over
     // the input itself.
@@ -1235,7 +1254,12 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
       keys([&](CandidateKey key) { add_winner(shared, key, k); });
     } else if (found <= boundary_capacity) {
       // The usual case: few enough survivors to stage in shared memory, read from global once.
-      for (std::uint32_t base = threadIdx.x; base < found; base += KeyArray::batch * blockDim.x) {
+#pragma unroll
+      for (int j = 0; j < KeyArray::batch; ++j) {
+        const std::uint32_t i = threadIdx.x + j * blockDim.x;
+        if (i < found) boundary[i] = first_keys[j];
+      }
+      for (std::uint32_t base = threadIdx.x + KeyArray::batch * blockDim.x; base < found; base += KeyArray::batch * blockDim.x) {
         CandidateKey loaded[KeyArray::batch];
 #pragma unroll
         for (int j = 0; j < KeyArray::batch; ++j) {
@@ -1249,13 +1273,13 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
       }
       __syncthreads();
       const SharedKeyArray staged{boundary, found};
-      const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bounds[group], survivor_max[group]);
+      const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bound, highest);
       staged([&](CandidateKey key) {
         if (key >= threshold) add_winner(shared, key, k);
       });
     } else {
-      const CandidateKey low = bounds[group];
-      const CandidateKey high = survivor_max[group];
+      const CandidateKey low = bound;
+      const CandidateKey high = highest;
       const CandidateKey span = high - low;
       const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
       const int shift = significant > split_bits ? significant - split_bits : 0;
@@ -1530,11 +1554,19 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   const std::uint32_t kept_per_warp = sample_kept_per_warp(blocks_per_group, problem.k);
   // blocks x 8 warps x kept <= max(2 x 512, 2k + 512) for k <= 1024: within what the bound kernel holds.
   const std::uint32_t sampled_per_group = blocks_per_group * (sample_threads / 32) * kept_per_warp;
+  // An ordinary launch: it starts after everything before it in the stream has finished, as a
+  // caller of an asynchronous call expects. A programmatic launch would wait only for the kernel
+  // just before it; had that kernel been let in early by its own predecessor without waiting for
+  // it in every block, that predecessor could still be writing this call's input.
   sample_kernel<T><<<problem.groups * blocks_per_group, sample_threads, 0, stream>>>(problem, blocks_per_group, kept_per_warp,
                                                                                     scratch.sampled);
   XGR_CUDA_CHECK_LAUNCH();
   // The bound, filter and select kernels start overlapping the kernel before them (see
-  // launch_overlapping): launch latency is hidden and the filter's first tiles load during the bound.
+  // launch_overlapping): launch latency is hidden, the filter's first tiles load during the bound,
+  // and the select's blocks are resident before the streamed filter's last blocks end. A kernel
+  // lets the next one in early (allow_dependent_launch) where that was measured to pay; every
+  // block of every one of them waits for the kernel before it before reading its output, so each
+  // kernel's end implies its predecessors' too.
   // A block just large enough to hold the kept runs: the bound is a handful of block-wide passes,
   // and idle warps only add to every barrier and histogram sweep.
   const bool small_bound = sampled_per_group <= small_bound_threads * bound_values_per_thread;
