@@ -68,6 +68,17 @@ inline constexpr int split_bins = 1 << split_bits;
 inline constexpr std::uint32_t boundary_capacity = 8192;  // survivors of the boundary bin kept in shared memory
 
 // ---- the problem as kernels see it ----------------------------------------------------------
+// The last index i in [low, high) with offset_at(i) <= value, or low when there is none: a binary
+// search over non-decreasing offsets (group offsets, CSR row offsets). high must exceed low.
+template <class Value, class OffsetAt>
+__device__ std::uint32_t last_offset_at_or_below(std::uint32_t low, std::uint32_t high, Value value, OffsetAt&& offset_at) {
+  while (high - low > 1) {  // invariant: the answer is in [low, high)
+    const std::uint32_t middle = (low + high) / 2;
+    if (offset_at(middle) <= value) low = middle; else high = middle;
+  }
+  return low;
+}
+
 template <class T>
 struct DeviceProblem {
   const T* scores;
@@ -98,12 +109,7 @@ struct DeviceProblem {
   // The group owning `row`, or `groups` when no group does.
   __device__ std::uint32_t group_of_row(std::uint32_t row) const {
     if (group_offsets == nullptr) return row / rows_per_group;
-    std::uint32_t low = 0;
-    std::uint32_t high = groups;  // invariant: answer in [low, high)
-    while (high - low > 1) {
-      const std::uint32_t middle = (low + high) / 2;
-      if (group_offsets[middle] <= row) low = middle; else high = middle;
-    }
+    const std::uint32_t low = last_offset_at_or_below(0, groups, row, [&](std::uint32_t g) { return group_offsets[g]; });
     return (group_offsets[low] <= row && row < group_offsets[low + 1]) ? low : groups;
   }
   __device__ float offset(std::uint32_t row) const { return row_offsets != nullptr ? row_offsets[row] : 0.0f; }
@@ -337,12 +343,8 @@ __device__ void locate_group_position(const DeviceProblem<T>& problem, std::uint
   }
   if (position >= problem.row_ptr[end_row] - problem.row_ptr[first_row]) return;
   const std::uint64_t entry = problem.row_ptr[first_row] + position;
-  std::uint32_t low = first_row;
-  std::uint32_t high = end_row;  // the row r with row_ptr[r] <= entry < row_ptr[r + 1]
-  while (high - low > 1) {
-    const std::uint32_t middle = (low + high) / 2;
-    if (problem.row_ptr[middle] <= entry) low = middle; else high = middle;
-  }
+  // The row r with row_ptr[r] <= entry < row_ptr[r + 1].
+  const std::uint32_t low = last_offset_at_or_below(first_row, end_row, entry, [&](std::uint32_t r) { return problem.row_ptr[r]; });
   const std::uint32_t sparse_column = problem.columns[entry];
   if (sparse_column < problem.vocab) {
     row = low;
@@ -410,13 +412,8 @@ __device__ std::uint32_t run_best(const DeviceProblem<T>& problem, std::uint32_t
     } else {
       // One search for the row of the run's first entry, then walk the row pointers.
       const std::uint64_t first_entry = group_row_ptr[0] + start;
-      std::uint32_t low = first_row;
-      std::uint32_t high = end_row;
-      while (high - low > 1) {
-        const std::uint32_t middle = (low + high) / 2;
-        if (group_row_ptr[middle - first_row] <= first_entry) low = middle; else high = middle;
-      }
-      std::uint32_t row = low;
+      std::uint32_t row =
+          last_offset_at_or_below(first_row, end_row, first_entry, [&](std::uint32_t r) { return group_row_ptr[r - first_row]; });
 #pragma unroll
       for (int i = 0; i < sample_run; ++i) {
         const std::uint64_t entry = first_entry + i;  // inside the group: runs end before its last entry
