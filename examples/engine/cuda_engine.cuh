@@ -127,8 +127,8 @@ class CudaEngine {
       group.done = std::move(done);
       group.requests = take();
       require_argument(!group.requests.empty() && group.requests.size() <= limits_.max_group_requests, "CudaEngine::submit",
-                       "a group holds 1.." + std::to_string(limits_.max_group_requests) + " requests, got " +
-                           std::to_string(group.requests.size()));
+                       [&] { return "a group holds 1.." + std::to_string(limits_.max_group_requests) + " requests, got " +
+                                        std::to_string(group.requests.size()); });
       for (std::size_t i = 0; i < group.requests.size(); ++i) {
         detail::validate_request(group.requests[i], i, limits_, model_.config().vocab_size, "CudaEngine::submit");
       }

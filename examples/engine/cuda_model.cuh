@@ -172,9 +172,11 @@ class CudaModel {
   CudaModel(const ModelConfig& config, const ModelWeights& weights) : config_(config) {
     validate_weights(config, weights, "CudaModel");
     require_argument(config.head_dim == 64 || config.head_dim == 128, "CudaModel",
-                     "the device attention takes head_dim 64 or 128, the config has " + std::to_string(config.head_dim));
+                     [&] { return "the device attention takes head_dim 64 or 128, the config has " +
+                                      std::to_string(config.head_dim); });
     require_argument(config.intermediate_size % 8 == 0, "CudaModel",
-                     "intermediate_size must be a multiple of 8 on the device, the config has " + std::to_string(config.intermediate_size));
+                     [&] { return "intermediate_size must be a multiple of 8 on the device, the config has " +
+                                      std::to_string(config.intermediate_size); });
     // The same float expression as the host model's RoPE, so both rotate by the same angles.
     std::vector<float> inverse_frequencies(config.head_dim / 2);
     for (std::size_t j = 0; j < inverse_frequencies.size(); ++j) {
@@ -290,7 +292,8 @@ class CudaForward {
   [[nodiscard]] float eps() const { return static_cast<float>(model_.config().rms_norm_eps); }
 
   static void require_rows(std::size_t rows, std::size_t limit, const char* what) {
-    require_argument(rows <= limit, "CudaForward", std::to_string(rows) + " " + what + " exceed the " + std::to_string(limit) + " it was sized for");
+    require_argument(rows <= limit, "CudaForward", [&] { return std::to_string(rows) + " " + what + " exceed the " +
+                                                                    std::to_string(limit) + " it was sized for"; });
   }
 
   // out[rows][n] = in[rows][k] weight[n][k]^T + beta * out (HF's Linear), fp32 accumulation. cuBLAS is

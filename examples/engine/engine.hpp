@@ -118,12 +118,14 @@ inline BeamConfig beam_config(std::size_t vocab, const EngineLimits& limits, std
 inline void validate_request(const Request& request, std::size_t index, const EngineLimits& limits, std::size_t vocab, const char* op) {
   const std::string which = "request " + std::to_string(index);
   require_argument(!request.prompt_tokens.empty() && request.prompt_tokens.size() <= limits.max_prompt_tokens, op,
-                   which + " has " + std::to_string(request.prompt_tokens.size()) + " prompt tokens; the engine takes 1.." +
-                       std::to_string(limits.max_prompt_tokens));
+                   [&] { return which + " has " + std::to_string(request.prompt_tokens.size()) +
+                                    " prompt tokens; the engine takes 1.." + std::to_string(limits.max_prompt_tokens); });
   require_argument(request.beams >= 1 && request.beams <= limits.max_beams, op,
-                   which + " asks for " + std::to_string(request.beams) + " beams; the engine takes 1.." + std::to_string(limits.max_beams));
+                   [&] { return which + " asks for " + std::to_string(request.beams) + " beams; the engine takes 1.." +
+                                    std::to_string(limits.max_beams); });
   for (std::uint32_t token : request.prompt_tokens) {
-    require_argument(token < vocab, op, which + " has token " + std::to_string(token) + " outside the vocabulary");
+    require_argument(token < vocab, op, [&] { return which + " has token " + std::to_string(token) +
+                                                         " outside the vocabulary"; });
   }
 }
 

@@ -140,7 +140,8 @@ inline void validate_weights(const ModelConfig& config, const ModelWeights& weig
   const std::size_t hidden = config.hidden_size, q_dim = config.num_attention_heads * config.head_dim,
                     kv_dim = config.num_key_value_heads * config.head_dim, inter = config.intermediate_size;
   auto expect = [&](const std::vector<float>& v, std::size_t n, const std::string& what) {
-    require_argument(v.size() == n, op, what + " holds " + std::to_string(v.size()) + " values, the config needs " + std::to_string(n));
+    require_argument(v.size() == n, op, [&] { return what + " holds " + std::to_string(v.size()) + " values, the config needs " +
+                                                         std::to_string(n); });
   };
   expect(weights.embed, config.vocab_size * hidden, "embed");
   require_argument(weights.layers.size() == config.num_hidden_layers, op, "layer count differs from the config");
@@ -184,7 +185,7 @@ class HostModel {
   void prefill(Cache& pool, const HostBatch& batch, std::span<const std::uint32_t> tokens, std::span<float> last_logits) const {
     const KvBatchView& b = batch.view();
     require_argument(tokens.size() == b.total_tokens, "HostModel::prefill",
-                     std::to_string(tokens.size()) + " tokens for a batch of " + std::to_string(b.total_tokens));
+                     [&] { return std::to_string(tokens.size()) + " tokens for a batch of " + std::to_string(b.total_tokens); });
     require_argument(last_logits.size() == std::size_t{b.count} * config_.vocab_size, "HostModel::prefill", "last_logits must be [requests][vocab]");
     std::vector<std::uint32_t> positions(tokens.size());
     for (std::size_t i = 0; i < b.count; ++i) {
@@ -209,7 +210,8 @@ class HostModel {
   void decode(Cache& pool, const HostBatch& batch, std::size_t step, std::span<const std::uint32_t> tokens, std::span<float> out_logits) const {
     const KvBatchView& b = batch.view();
     require_argument(tokens.size() == b.total_beams, "HostModel::decode",
-                     std::to_string(tokens.size()) + " tokens for " + std::to_string(b.total_beams) + " beam rows");
+                     [&] { return std::to_string(tokens.size()) + " tokens for " + std::to_string(b.total_beams) +
+                                      " beam rows"; });
     require_argument(out_logits.size() == tokens.size() * config_.vocab_size, "HostModel::decode", "logits must be [rows][vocab]");
     std::vector<std::uint32_t> positions(tokens.size());
     const auto view = pool.view();
@@ -238,7 +240,8 @@ class HostModel {
     std::vector<float> x(rows * hidden), h(rows * hidden), q(rows * q_dim), k(rows * kv_dim), v(rows * kv_dim), attended(rows * q_dim),
         projected(rows * hidden), gate(rows * inter), up(rows * inter);
     for (std::size_t r = 0; r < rows; ++r) {
-      require_argument(tokens[r] < config_.vocab_size, "HostModel", "token " + std::to_string(tokens[r]) + " is outside the vocabulary");
+      require_argument(tokens[r] < config_.vocab_size, "HostModel", [&] { return "token " + std::to_string(tokens[r]) +
+                                                                                     " is outside the vocabulary"; });
       std::copy_n(weights_.embed.data() + std::size_t{tokens[r]} * hidden, hidden, x.data() + r * hidden);
     }
     for (std::size_t l = 0; l < config_.num_hidden_layers; ++l) {

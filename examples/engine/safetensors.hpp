@@ -379,7 +379,7 @@ class SafetensorsFile {
   const std::optional<std::size_t> count = element_count(tensor.shape);
   require_argument(count && *count <= tensor.bytes.size() / dtype_bytes(tensor.dtype) &&
                        *count * dtype_bytes(tensor.dtype) == tensor.bytes.size(),
-                   operation, "the view's bytes do not match its shape " + shape_string(tensor.shape));
+                   operation, [&] { return "the view's bytes do not match its shape " + shape_string(tensor.shape); });
   std::vector<float> values(*count);
   const std::byte* data = tensor.bytes.data();
   const auto bits16 = [data](std::size_t i) {
@@ -425,7 +425,7 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
     bool first = true;
     for (const auto& [key, value] : metadata) {
       require_argument(json::detail::is_valid_utf8(key) && json::detail::is_valid_utf8(value), operation,
-                       "metadata key '" + key + "' or its value is not valid UTF-8");
+                       [&] { return "metadata key '" + key + "' or its value is not valid UTF-8"; });
       if (!first) header += ",";
       header += json::quote(key) + ":" + json::quote(value);
       first = false;
@@ -437,14 +437,16 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
   for (const TensorData& tensor : tensors) {
     const std::string what = "tensor '" + tensor.name + "': ";
     require_argument(tensor.name != "__metadata__", operation, "'__metadata__' is reserved and cannot name a tensor");
-    require_argument(json::detail::is_valid_utf8(tensor.name), operation, what + "the name is not valid UTF-8");
-    require_argument(seen.insert(tensor.name).second, operation, what + "the name appears twice");
+    require_argument(json::detail::is_valid_utf8(tensor.name), operation, [&] { return what + "the name is not valid UTF-8"; });
+    require_argument(seen.insert(tensor.name).second, operation, [&] { return what + "the name appears twice"; });
     const std::optional<std::size_t> count = element_count(tensor.shape);
-    require_argument(count.has_value(), operation, what + "shape " + shape_string(tensor.shape) + " overflows size_t");
+    require_argument(count.has_value(), operation, [&] { return what + "shape " + shape_string(tensor.shape) +
+                                                                    " overflows size_t"; });
     const std::size_t bytes = xgr::detail::checked_bytes(*count, dtype_bytes(tensor.dtype), operation);
     require_argument(bytes == tensor.bytes.size(), operation,
-                     what + "shape " + shape_string(tensor.shape) + " of " + std::string(to_string(tensor.dtype)) + " needs " +
-                         std::to_string(bytes) + " bytes, got " + std::to_string(tensor.bytes.size()));
+                     [&] { return what + "shape " + shape_string(tensor.shape) + " of " + std::string(to_string(tensor.dtype)) +
+                                      " needs " +
+                                      std::to_string(bytes) + " bytes, got " + std::to_string(tensor.bytes.size()); });
     if (header.size() > 1) header += ",";
     header += json::quote(tensor.name) + ":{\"dtype\":\"" + std::string(to_string(tensor.dtype)) + "\",\"shape\":[";
     for (std::size_t i = 0; i < tensor.shape.size(); ++i) {

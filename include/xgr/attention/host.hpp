@@ -75,8 +75,8 @@ inline float scale_of(const Options& options, std::size_t head_dim) {
 
 inline std::size_t group_of(const Options& options, std::size_t kv_heads, const char* op) {
   require_argument(options.q_heads > 0 && options.q_heads % kv_heads == 0, op,
-                   std::to_string(options.q_heads) + " query heads is not a positive multiple of " + std::to_string(kv_heads) +
-                       " kv heads");
+                   [&] { return std::to_string(options.q_heads) + " query heads is not a positive multiple of " +
+                                    std::to_string(kv_heads) + " kv heads"; });
   require_argument(std::isfinite(options.softmax_scale), op, "softmax_scale must be finite");
   return options.q_heads / kv_heads;
 }
@@ -84,8 +84,9 @@ inline std::size_t group_of(const Options& options, std::size_t kv_heads, const 
 inline void require_elements(std::size_t elements, std::size_t rows, std::size_t heads, std::size_t head_dim, const char* op,
                              const char* what) {
   require_argument(elements == rows * heads * head_dim, op,
-                   std::string(what) + " holds " + std::to_string(elements) + " elements, expected " + std::to_string(rows) +
-                       " rows x " + std::to_string(heads) + " heads x " + std::to_string(head_dim));
+                   [&] { return std::string(what) + " holds " + std::to_string(elements) + " elements, expected " +
+                                    std::to_string(rows) +
+                                    " rows x " + std::to_string(heads) + " heads x " + std::to_string(head_dim); });
 }
 
 // softmax(q . k_n * scale) . v_n over n < count, in double. key(n) / value(n) return the n-th vectors.

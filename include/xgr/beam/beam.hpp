@@ -95,42 +95,47 @@ inline std::vector<std::uint32_t> validate_config(const BeamConfig& config, std:
   require_argument(levels >= 1, op, "the trie has no levels (build it first)");
   require_argument(config.max_requests >= 1, op, "max_requests must be at least 1");
   require_argument(config.max_beam_width >= 1 && config.max_beam_width <= max_topk_k, op,
-                   "max_beam_width must be in [1, " + std::to_string(max_topk_k) + "], got " +
-                       std::to_string(config.max_beam_width));
+                   [&] { return "max_beam_width must be in [1, " + std::to_string(max_topk_k) + "], got " +
+                                    std::to_string(config.max_beam_width); });
   require_argument(config.vocab >= 1 && config.vocab <= max_normalized_vocab, op,
-                   "vocab must be in [1, " + std::to_string(max_normalized_vocab) + "], got " + std::to_string(config.vocab));
+                   [&] { return "vocab must be in [1, " + std::to_string(max_normalized_vocab) + "], got " +
+                                    std::to_string(config.vocab); });
   require_argument(config.top_k_per_beam <= max_topk_k, op,
-                   "top_k_per_beam must be at most " + std::to_string(max_topk_k));
+                   [&] { return "top_k_per_beam must be at most " + std::to_string(max_topk_k); });
   require_argument(config.max_beam_width <= (std::size_t{0xffffffffu} - 1) / config.vocab, op,
                    "max_beam_width x vocab does not fit 32-bit flat candidate indices");
   std::vector<std::uint32_t> offsets = config.level_token_offsets;
   if (offsets.empty()) offsets.assign(levels, 0);
   require_argument(offsets.size() == levels, op,
-                   "level_token_offsets needs one entry per trie level (" + std::to_string(levels) + "), got " +
-                       std::to_string(offsets.size()));
+                   [&] { return "level_token_offsets needs one entry per trie level (" + std::to_string(levels) + "), got " +
+                                    std::to_string(offsets.size()); });
   for (std::size_t level = 0; level < levels; ++level) {
     require_argument(std::size_t{offsets[level]} + codebook_sizes[level] <= config.vocab, op,
-                     "level " + std::to_string(level) + "'s tokens [" + std::to_string(offsets[level]) + ", " +
-                         std::to_string(std::size_t{offsets[level]} + codebook_sizes[level]) +
-                         ") do not fit the vocab of " + std::to_string(config.vocab));
+                     [&] { return "level " + std::to_string(level) + "'s tokens [" + std::to_string(offsets[level]) + ", " +
+                                      std::to_string(std::size_t{offsets[level]} + codebook_sizes[level]) +
+                                      ") do not fit the vocab of " + std::to_string(config.vocab); });
   }
   return offsets;
 }
 
-// Checks a batch's beam widths; returns row_begin (requests + 1 entries).
-inline std::vector<std::uint32_t> plan_rows(const BeamConfig& config, std::span<const std::uint32_t> beam_widths) {
+// Checks a batch's beam widths, then writes row_begin (requests + 1 entries; the caller reserves
+// max_requests + 1 once). A failed check leaves row_begin as it was.
+inline void plan_rows(const BeamConfig& config, std::span<const std::uint32_t> beam_widths, std::vector<std::uint32_t>& row_begin) {
   const char* op = "BeamSearcher::begin";
-  require_argument(!beam_widths.empty() && beam_widths.size() <= config.max_requests, op,
-                   "a batch needs 1 to max_requests = " + std::to_string(config.max_requests) + " requests, got " +
-                       std::to_string(beam_widths.size()));
-  std::vector<std::uint32_t> row_begin(beam_widths.size() + 1, 0);
+  require_argument(!beam_widths.empty() && beam_widths.size() <= config.max_requests, op, [&] {
+    return "a batch needs 1 to max_requests = " + std::to_string(config.max_requests) + " requests, got " +
+           std::to_string(beam_widths.size());
+  });
+  for (std::size_t request = 0; request < beam_widths.size(); ++request) {  // every check before the first write
+    require_argument(beam_widths[request] >= 1 && beam_widths[request] <= config.max_beam_width, op, [&] {
+      return "request " + std::to_string(request) + " has beam width " + std::to_string(beam_widths[request]) +
+             ", outside [1, max_beam_width = " + std::to_string(config.max_beam_width) + "]";
+    });
+  }
+  row_begin.assign(beam_widths.size() + 1, 0);  // within the capacity reserved at construction: no allocation
   for (std::size_t request = 0; request < beam_widths.size(); ++request) {
-    require_argument(beam_widths[request] >= 1 && beam_widths[request] <= config.max_beam_width, op,
-                     "request " + std::to_string(request) + " has beam width " + std::to_string(beam_widths[request]) +
-                         ", outside [1, max_beam_width = " + std::to_string(config.max_beam_width) + "]");
     row_begin[request + 1] = row_begin[request] + beam_widths[request];
   }
-  return row_begin;
 }
 
 template <class T>
@@ -138,10 +143,11 @@ void validate_logits(MatrixView<const T> logits, std::size_t slots, std::size_t 
   const char* op = "BeamSearcher::step";
   require_argument(slots > 0, op, "no batch: call begin() first");
   require_argument(step < levels, op,
-                   "all " + std::to_string(levels) + " levels are decoded; call finalize() or begin() a new batch");
+                   [&] { return "all " + std::to_string(levels) +
+                                    " levels are decoded; call finalize() or begin() a new batch"; });
   require_argument(logits.rows >= slots && logits.cols == vocab, op,
-                   "logits must be beam slots x vocab = " + std::to_string(slots) + " x " + std::to_string(vocab) +
-                       ", got " + std::to_string(logits.rows) + " x " + std::to_string(logits.cols));
+                   [&] { return "logits must be beam slots x vocab = " + std::to_string(slots) + " x " + std::to_string(vocab) +
+                                    ", got " + std::to_string(logits.rows) + " x " + std::to_string(logits.cols); });
   require_argument(logits.data != nullptr && logits.row_stride >= logits.cols, op, "logits are null or badly strided");
 }
 
@@ -149,12 +155,13 @@ inline void validate_results(const BeamResults& out, std::size_t slots, std::siz
                              std::size_t steps_done) {
   const char* op = "BeamSearcher::finalize";
   require_argument(steps_done == levels, op,
-                   "finalize() needs all " + std::to_string(levels) + " levels decoded, " + std::to_string(steps_done) +
-                       " are");
+                   [&] { return "finalize() needs all " + std::to_string(levels) + " levels decoded, " +
+                                    std::to_string(steps_done) + " are"; });
   require_argument(out.codes.rows >= slots && out.codes.cols >= levels && out.codes.data != nullptr, op,
                    "codes must hold beam slots x levels");
   require_argument(out.scores.size() >= slots && out.item_ids.size() >= slots && out.item_counts.size() >= slots, op,
-                   "scores, item_ids and item_counts need one entry per beam slot (" + std::to_string(slots) + ")");
+                   [&] { return "scores, item_ids and item_counts need one entry per beam slot (" + std::to_string(slots) +
+                                    ")"; });
   require_argument(out.counts.size() >= requests, op, "counts needs one entry per request");
 }
 

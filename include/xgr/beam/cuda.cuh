@@ -339,6 +339,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     live_ = DeviceBuffer<std::uint32_t>(config.max_requests);
     row_begin_device_ = DeviceBuffer<std::uint32_t>(config.max_requests + 1);
     row_begin_staging_ = PinnedBuffer<std::uint32_t>(config.max_requests + 1);
+    row_begin_.reserve(config.max_requests + 1);
     level_offsets_device_ = to_device(std::span<const std::uint32_t>(level_offsets_));
     offsets_ = DeviceBuffer<float>(max_slots_);
     bounds_ = DeviceBuffer<float>(max_slots_);
@@ -369,13 +370,12 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // Starts a batch (see the host searcher). Uploads the row layout through a pinned staging buffer;
   // waits only for the previous begin()'s upload, never for the device's other work.
   void begin(exec::cuda exec, std::span<const std::uint32_t> beam_widths) {
-    std::vector<std::uint32_t> row_begin = beam::detail::plan_rows(config_, beam_widths);
+    beam::detail::plan_rows(config_, beam_widths, row_begin_);
     upload_done_.synchronize();  // the staging buffer may still feed the previous batch's copy
-    std::copy(row_begin.begin(), row_begin.end(), row_begin_staging_.data());
-    copy_async(row_begin_device_.span().first(row_begin.size()),
-               std::span<const std::uint32_t>(row_begin_staging_.data(), row_begin.size()), exec.stream);
+    std::copy(row_begin_.begin(), row_begin_.end(), row_begin_staging_.data());
+    copy_async(row_begin_device_.span().first(row_begin_.size()),
+               std::span<const std::uint32_t>(row_begin_staging_.data(), row_begin_.size()), exec.stream);
     upload_done_.record(exec.stream);
-    row_begin_ = std::move(row_begin);
     max_width_ = 0;
     for (std::uint32_t width : beam_widths) max_width_ = std::max<std::size_t>(max_width_, width);
     step_ = 0;
@@ -477,8 +477,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // then replayed — and for re-enqueueing steps whose first enqueue was abandoned.
   void resume_at(std::size_t steps_done) {
     require_argument(request_count() > 0 && steps_done <= levels(), "BeamSearcher::resume_at",
-                     "step " + std::to_string(steps_done) + " of a batch of " + std::to_string(levels()) + " levels" +
-                         (request_count() == 0 ? " before begin()" : ""));
+                     [&] { return "step " + std::to_string(steps_done) + " of a batch of " + std::to_string(levels()) +
+                                      " levels" + (request_count() == 0 ? " before begin()" : ""); });
     step_ = steps_done;
     parity_ = static_cast<int>(steps_done & 1);
   }
@@ -520,7 +520,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     return {tokens_[parity_].data(), slot_count(), levels(), levels()};
   }
   [[nodiscard]] std::span<const std::uint32_t> ancestry(std::size_t level) const {
-    require_argument(level < step_, "BeamSearcher::ancestry", "level " + std::to_string(level) + " is not decoded yet");
+    require_argument(level < step_, "BeamSearcher::ancestry", [&] { return "level " + std::to_string(level) +
+                                                                               " is not decoded yet"; });
     return {ancestry_.data() + level * max_slots_, slot_count()};
   }
   // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder); device memory.

@@ -38,6 +38,7 @@ class BeamSearcher<exec::host_t, Normalize, Select, Filter> {
     }
     ancestry_.resize(levels * slots);
     live_.resize(config.max_requests);
+    row_begin_.reserve(config.max_requests + 1);
     std::size_t most_children = trie.max_children(0);
     for (std::size_t depth = 1; depth < levels; ++depth) {
       most_children = std::max(most_children, config.max_beam_width * trie.max_children(depth));
@@ -48,7 +49,7 @@ class BeamSearcher<exec::host_t, Normalize, Select, Filter> {
   // Starts a batch: request r decodes with beam_widths[r] beams, starting from one live beam at the
   // trie root with score 0.
   void begin(exec::host_t, std::span<const std::uint32_t> beam_widths) {
-    row_begin_ = beam::detail::plan_rows(config_, beam_widths);
+    beam::detail::plan_rows(config_, beam_widths, row_begin_);
     step_ = 0;
     parity_ = 0;
     State& state = state_[0];
@@ -171,7 +172,8 @@ class BeamSearcher<exec::host_t, Normalize, Select, Filter> {
   }
   // The parent row of each slot chosen at `level` (no_trie_node for slots left dead).
   [[nodiscard]] std::span<const std::uint32_t> ancestry(std::size_t level) const {
-    require_argument(level < step_, "BeamSearcher::ancestry", "level " + std::to_string(level) + " is not decoded yet");
+    require_argument(level < step_, "BeamSearcher::ancestry", [&] { return "level " + std::to_string(level) +
+                                                                               " is not decoded yet"; });
     return {ancestry_.data() + level * max_slots(), slot_count()};
   }
   // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder).

@@ -281,8 +281,8 @@ class Event {
 template <class T>
 void copy_async(std::span<T> destination, std::span<const T> source, cudaStream_t stream) {
   require_argument(destination.size() == source.size(), "copy_async",
-                   "destination holds " + std::to_string(destination.size()) + " elements, source " +
-                       std::to_string(source.size()));
+                   [&] { return "destination holds " + std::to_string(destination.size()) + " elements, source " +
+                                    std::to_string(source.size()); });
   if (source.empty()) return;
   XGR_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), source.size_bytes(), cudaMemcpyDefault, stream));
 }

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace xgr {
@@ -67,14 +68,30 @@ class Error : public std::runtime_error {
 };
 
 // Throws `Error` with the given kind unless `condition` holds. A function, not a macro, so that
-// the message arguments are ordinary expressions; they are only built on failure when passed as
-// string literals or cheap strings.
+// the message arguments are ordinary expressions. The reason is a string, or a callable that
+// returns one: a reason that formats numbers allocates, and most checks sit on paths taken on every
+// call or step (argument validation, copies, views), so such a reason is passed as a lambda and
+// built only on failure:
+//
+//   require_argument(k <= max_k, op, [&] { return "k = " + std::to_string(k) + " exceeds max_k"; });
 inline void require(bool condition, ErrorKind kind, std::string_view operation, std::string_view reason) {
-  if (!condition) throw Error(kind, std::string(operation), std::string(reason));
+  if (!condition) [[unlikely]] throw Error(kind, std::string(operation), std::string(reason));
+}
+
+template <class MakeReason>
+  requires std::is_invocable_r_v<std::string, MakeReason&>
+inline void require(bool condition, ErrorKind kind, std::string_view operation, MakeReason&& make_reason) {
+  if (!condition) [[unlikely]] throw Error(kind, std::string(operation), make_reason());
 }
 
 inline void require_argument(bool condition, std::string_view operation, std::string_view reason) {
   require(condition, ErrorKind::invalid_argument, operation, reason);
+}
+
+template <class MakeReason>
+  requires std::is_invocable_r_v<std::string, MakeReason&>
+inline void require_argument(bool condition, std::string_view operation, MakeReason&& make_reason) {
+  require(condition, ErrorKind::invalid_argument, operation, make_reason);
 }
 
 namespace detail {

@@ -46,7 +46,7 @@ struct MatrixView {
 template <class T>
 [[nodiscard]] MatrixView<T> matrix_view(T* data, std::size_t rows, std::size_t cols, std::size_t row_stride) {
   require_argument(row_stride >= cols, "matrix_view",
-                   "row_stride " + std::to_string(row_stride) + " is smaller than cols " + std::to_string(cols));
+                   [&] { return "row_stride " + std::to_string(row_stride) + " is smaller than cols " + std::to_string(cols); });
   require_argument(data != nullptr || rows == 0 || cols == 0, "matrix_view", "null data for a non-empty matrix");
   return MatrixView<T>{data, rows, cols, row_stride};
 }
@@ -61,9 +61,10 @@ template <class T>
 [[nodiscard]] MatrixView<T> matrix_view(std::span<T> storage, std::size_t rows, std::size_t cols, std::size_t row_stride) {
   MatrixView<T> view = matrix_view(storage.data(), rows, cols, row_stride);
   require_argument(view.extent() <= storage.size(), "matrix_view",
-                   std::to_string(rows) + " x " + std::to_string(cols) + " with stride " + std::to_string(row_stride) +
-                       " needs " + std::to_string(view.extent()) + " elements, storage has " +
-                       std::to_string(storage.size()));
+                   [&] { return std::to_string(rows) + " x " + std::to_string(cols) + " with stride " +
+                                    std::to_string(row_stride) +
+                                    " needs " + std::to_string(view.extent()) + " elements, storage has " +
+                                    std::to_string(storage.size()); });
   return view;
 }
 

@@ -34,7 +34,7 @@ class WorkspaceArena {
   WorkspaceArena(std::byte* base, std::size_t capacity_bytes) : WorkspaceArena(base, capacity_bytes, false) {
     require_argument(base != nullptr || capacity_bytes == 0, "WorkspaceArena", "null base with non-zero capacity");
     require_argument(reinterpret_cast<std::uintptr_t>(base) % memory_alignment == 0, "WorkspaceArena",
-                     "base is not aligned to " + std::to_string(memory_alignment) + " bytes");
+                     [&] { return "base is not aligned to " + std::to_string(memory_alignment) + " bytes"; });
   }
 
   // Carves `count` elements of T, aligned to memory_alignment. Returns null in a sizing arena and

@@ -53,8 +53,8 @@ struct ItemTable {
 
 [[nodiscard]] inline ItemTrie build_item_trie(const ItemTable& table) {
   require_argument(table.codes.size() == table.size() * table.levels(), "build_item_trie",
-                   "the table holds " + std::to_string(table.codes.size()) + " codes for " + std::to_string(table.size()) +
-                       " items of " + std::to_string(table.levels()) + " levels");
+                   [&] { return "the table holds " + std::to_string(table.codes.size()) + " codes for " +
+                                    std::to_string(table.size()) + " items of " + std::to_string(table.levels()) + " levels"; });
   return ItemTrie::build(table.codebook_sizes, table.code_matrix(), table.item_ids);
 }
 

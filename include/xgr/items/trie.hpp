@@ -105,21 +105,22 @@ class ItemTrie {
     const char* op = "ItemTrie::build";
     const std::size_t levels = codebook_sizes.size();
     require_argument(levels >= 1 && levels <= max_item_levels, op,
-                     "levels must be in [1, " + std::to_string(max_item_levels) + "], got " + std::to_string(levels));
+                     [&] { return "levels must be in [1, " + std::to_string(max_item_levels) + "], got " +
+                                      std::to_string(levels); });
     for (std::size_t level = 0; level < levels; ++level) {
       require_argument(codebook_sizes[level] >= 1 && codebook_sizes[level] <= max_codebook_size, op,
-                       "codebook size of level " + std::to_string(level) + " must be in [1, " +
-                           std::to_string(max_codebook_size) + "], got " + std::to_string(codebook_sizes[level]));
+                       [&] { return "codebook size of level " + std::to_string(level) + " must be in [1, " +
+                                        std::to_string(max_codebook_size) + "], got " + std::to_string(codebook_sizes[level]); });
     }
     const std::size_t items = codes.rows;
     require_argument(items == 0 || codes.cols == levels, op,
-                     "each item needs " + std::to_string(levels) + " codes (one per level), the table has " +
-                         std::to_string(codes.cols));
+                     [&] { return "each item needs " + std::to_string(levels) + " codes (one per level), the table has " +
+                                      std::to_string(codes.cols); });
     require_argument(item_ids.empty() || item_ids.size() == items, op,
-                     std::to_string(item_ids.size()) + " item ids for " + std::to_string(items) + " items");
+                     [&] { return std::to_string(item_ids.size()) + " item ids for " + std::to_string(items) + " items"; });
     // Node ids are 32-bit: at most items + 1 nodes per level.
     require_argument(items < std::size_t{no_trie_node} / (levels + 1), op,
-                     std::to_string(items) + " items exceed the 32-bit node numbering");
+                     [&] { return std::to_string(items) + " items exceed the 32-bit node numbering"; });
     for (std::size_t item = 0; item < items; ++item) {
       for (std::size_t level = 0; level < levels; ++level) {
         if (codes(item, level) >= codebook_sizes[level]) {
@@ -231,7 +232,7 @@ class ItemTrie {
   // The leaf of a complete tuple, or no_trie_node.
   [[nodiscard]] std::uint32_t find(std::span<const std::uint32_t> tuple) const {
     require_argument(tuple.size() == levels(), "ItemTrie::find",
-                     "a tuple has " + std::to_string(levels()) + " codes, got " + std::to_string(tuple.size()));
+                     [&] { return "a tuple has " + std::to_string(levels()) + " codes, got " + std::to_string(tuple.size()); });
     if (levels() == 0) return no_trie_node;
     std::uint32_t node = 0;
     for (std::uint32_t code : tuple) {
@@ -245,7 +246,7 @@ class ItemTrie {
   // The items of a leaf node (a node at depth levels()).
   [[nodiscard]] std::span<const ItemId> items_of(std::uint32_t leaf_node) const {
     require_argument(leaf_node >= level_begin_.at(levels()) && leaf_node < node_count(), "ItemTrie::items_of",
-                     "node " + std::to_string(leaf_node) + " is not a leaf");
+                     [&] { return "node " + std::to_string(leaf_node) + " is not a leaf"; });
     const std::uint32_t leaf = leaf_node - level_begin_[levels()];
     return std::span<const ItemId>(item_ids_).subspan(leaf_item_begin_[leaf], leaf_item_begin_[leaf + 1] - leaf_item_begin_[leaf]);
   }
@@ -277,8 +278,8 @@ class ItemTrie {
 
   void require_depth(std::size_t depth, const char* operation) const {
     require_argument(depth <= levels(), operation,
-                     "depth " + std::to_string(depth) + " is past the leaves (the trie has " + std::to_string(levels()) +
-                         " levels)");
+                     [&] { return "depth " + std::to_string(depth) + " is past the leaves (the trie has " +
+                                      std::to_string(levels()) + " levels)"; });
   }
   ItemTrieReport report_;
 };
@@ -302,7 +303,7 @@ inline void allowed_tokens(exec::host_t, const ItemTrieView& trie, std::span<con
   require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
   const std::size_t total = allowed_token_count(trie, row_nodes);
   require(total <= columns.size(), ErrorKind::capacity, op,
-          std::to_string(total) + " allowed tokens do not fit columns of " + std::to_string(columns.size()));
+          [&] { return std::to_string(total) + " allowed tokens do not fit columns of " + std::to_string(columns.size()); });
   std::size_t entry = 0;
   for (std::size_t row = 0; row < row_nodes.size(); ++row) {
     row_ptr[row] = static_cast<std::uint32_t>(entry);
@@ -325,7 +326,8 @@ inline void allowed_mask(exec::host_t, const ItemTrieView& trie, std::span<const
     const std::uint32_t node = row_nodes[row];
     for (std::uint32_t child = trie.children_begin(node); child < trie.children_end(node); ++child) {
       const std::uint32_t token = token_offset + trie.node_code[child];
-      require_argument(token / 32 < words.cols, op, "token " + std::to_string(token) + " lies beyond the mask row");
+      require_argument(token / 32 < words.cols, op, [&] { return "token " + std::to_string(token) +
+                                                                     " lies beyond the mask row"; });
       words(row, token / 32) |= 1u << (token % 32);
     }
   }

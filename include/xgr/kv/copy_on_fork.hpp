@@ -108,10 +108,11 @@ class CopyOnForkKvCache {
   [[nodiscard]] std::optional<KvRequest> try_admit(const KvAdmission& admission) {
     require_argument(admission.prompt_tokens > 0 && admission.prompt_tokens <= config_.max_prompt_tokens,
                      "CopyOnForkKvCache::admit",
-                     "prompt of " + std::to_string(admission.prompt_tokens) + " tokens; the cache takes 1.." +
-                         std::to_string(config_.max_prompt_tokens));
+                     [&] { return "prompt of " + std::to_string(admission.prompt_tokens) + " tokens; the cache takes 1.." +
+                                      std::to_string(config_.max_prompt_tokens); });
     require_argument(admission.beams > 0 && admission.beams <= config_.max_beams, "CopyOnForkKvCache::admit",
-                     std::to_string(admission.beams) + " beams; the cache takes 1.." + std::to_string(config_.max_beams));
+                     [&] { return std::to_string(admission.beams) + " beams; the cache takes 1.." +
+                                      std::to_string(config_.max_beams); });
     require_argument(!admission.share_prefix_with, "CopyOnForkKvCache::admit", "the per-beam baseline shares no prefixes");
     const std::size_t pages = admission.beams * beam_pages(admission.prompt_tokens);
     if (free_slots_.empty() || free_pages_.size() < pages) return std::nullopt;
@@ -232,7 +233,8 @@ class CopyOnForkKvCache {
   }
   void require_active(KvRequest request, const char* op) const {
     require_argument(is_active(request), op,
-                     "request (slot " + std::to_string(request.slot) + ") is not active: released twice or never admitted");
+                     [&] { return "request (slot " + std::to_string(request.slot) +
+                                      ") is not active: released twice or never admitted"; });
   }
   std::uint32_t* prompt_row() noexcept { return mirror_.data() + config_.max_requests * config_.max_beams * pages_per_beam_; }
   const std::uint32_t* prompt_row() const noexcept {

@@ -32,16 +32,18 @@ namespace detail {
 inline void require_rows(std::size_t elements, std::size_t rows, std::size_t kv_heads, std::size_t head_dim, const char* op,
                          const char* what) {
   require_argument(elements == rows * kv_heads * head_dim, op,
-                   std::string(what) + " holds " + std::to_string(elements) + " elements, expected " + std::to_string(rows) +
-                       " rows x " + std::to_string(kv_heads) + " kv heads x " + std::to_string(head_dim));
+                   [&] { return std::string(what) + " holds " + std::to_string(elements) + " elements, expected " +
+                                    std::to_string(rows) +
+                                    " rows x " + std::to_string(kv_heads) + " kv heads x " + std::to_string(head_dim); });
 }
 
 inline void require_layer(std::size_t layer, std::size_t layers, const char* op) {
-  require_argument(layer < layers, op, "layer " + std::to_string(layer) + " of " + std::to_string(layers));
+  require_argument(layer < layers, op, [&] { return "layer " + std::to_string(layer) + " of " + std::to_string(layers); });
 }
 
 inline void require_step(std::size_t step, std::size_t max_steps, const char* op) {
-  require_argument(step < max_steps, op, "step " + std::to_string(step) + " but the cache holds " + std::to_string(max_steps));
+  require_argument(step < max_steps, op, [&] { return "step " + std::to_string(step) + " but the cache holds " +
+                                                          std::to_string(max_steps); });
 }
 
 // The checks every K/V write shares: the layer exists, and K and V hold `rows` rows.
@@ -55,7 +57,8 @@ void require_kv_rows(const View& view, std::size_t layer, std::size_t rows, std:
 // A reorder names a parent for every beam row of the batch.
 inline void require_parent_rows(const BeamParents& parents, const KvBatchView& batch, const char* op) {
   require_argument(parents.parent_rows.size() >= batch.total_beams, op,
-                   std::to_string(parents.parent_rows.size()) + " parent rows for " + std::to_string(batch.total_beams) + " beams");
+                   [&] { return std::to_string(parents.parent_rows.size()) + " parent rows for " +
+                                    std::to_string(batch.total_beams) + " beams"; });
 }
 
 // The request-local parent of beam row `row` of request i, validated: a parent outside the request is

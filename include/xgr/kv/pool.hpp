@@ -248,7 +248,8 @@ class KvBatch {
   template <class Exec, class EntryOf>
   void fill(Exec exec, std::size_t count, EntryOf&& entry_of) {
     require_argument(count <= max_requests_, "KvBatch::fill",
-                     std::to_string(count) + " requests, the batch holds at most " + std::to_string(max_requests_));
+                     [&] { return std::to_string(count) + " requests, the batch holds at most " +
+                                      std::to_string(max_requests_); });
     std::uint32_t* slots = mirror_.data();
     std::uint32_t* token_begin = slots + max_requests_;
     std::uint32_t* beam_begin = token_begin + max_requests_ + 1;
@@ -507,14 +508,16 @@ class KvPool {
     const char* op = "KvPool";
     require_argument(c.shape.layers > 0 && c.shape.kv_heads > 0, op, "layers and kv_heads must be positive");
     require_argument(c.shape.head_dim == 64 || c.shape.head_dim == 128, op,
-                     "head_dim is " + std::to_string(c.shape.head_dim) + "; the attention kernels support 64 and 128");
+                     [&] { return "head_dim is " + std::to_string(c.shape.head_dim) +
+                                      "; the attention kernels support 64 and 128"; });
     require_argument(c.page_tokens > 0 && c.page_tokens % 64 == 0, op,
-                     "page_tokens is " + std::to_string(c.page_tokens) + "; it must be a positive multiple of 64 (the key tile)");
+                     [&] { return "page_tokens is " + std::to_string(c.page_tokens) +
+                                      "; it must be a positive multiple of 64 (the key tile)"; });
     require_argument(c.max_requests > 0 && c.max_beams > 0 && c.max_steps > 0, op,
                      "max_requests, max_beams and max_steps must be positive");
     require_argument(c.max_steps <= max_kv_steps, op,
-                     "max_steps is " + std::to_string(c.max_steps) + "; the ancestry walk supports up to " +
-                         std::to_string(max_kv_steps) + " decode steps");
+                     [&] { return "max_steps is " + std::to_string(c.max_steps) + "; the ancestry walk supports up to " +
+                                      std::to_string(max_kv_steps) + " decode steps"; });
     require_argument(c.max_prompt_tokens > 0, op, "max_prompt_tokens must be positive");
     require_argument(c.max_requests < no_parent && c.prefix_pages < no_parent && c.max_beams < no_parent, op,
                      "sizes must fit 32-bit indices");
@@ -524,16 +527,16 @@ class KvPool {
   void validate(const KvAdmission& a) const {
     const char* op = "KvPool::admit";
     require_argument(a.prompt_tokens > 0 && a.prompt_tokens <= config_.max_prompt_tokens, op,
-                     "prompt of " + std::to_string(a.prompt_tokens) + " tokens; the pool takes 1.." +
-                         std::to_string(config_.max_prompt_tokens));
+                     [&] { return "prompt of " + std::to_string(a.prompt_tokens) + " tokens; the pool takes 1.." +
+                                      std::to_string(config_.max_prompt_tokens); });
     require_argument(a.beams > 0 && a.beams <= config_.max_beams, op,
-                     std::to_string(a.beams) + " beams; the pool takes 1.." + std::to_string(config_.max_beams));
+                     [&] { return std::to_string(a.beams) + " beams; the pool takes 1.." + std::to_string(config_.max_beams); });
     if (a.share_prefix_with) {
       require_argument(is_active(*a.share_prefix_with), op, "the prefix donor is not an active request");
       const std::size_t donor_tokens = prompt_row()[a.share_prefix_with->slot];
       require_argument(a.shared_tokens <= a.prompt_tokens && a.shared_tokens <= donor_tokens, op,
-                       std::to_string(a.shared_tokens) + " shared tokens, but the prompt has " + std::to_string(a.prompt_tokens) +
-                           " and the donor " + std::to_string(donor_tokens));
+                       [&] { return std::to_string(a.shared_tokens) + " shared tokens, but the prompt has " +
+                                        std::to_string(a.prompt_tokens) + " and the donor " + std::to_string(donor_tokens); });
     } else {
       require_argument(a.shared_tokens == 0, op, "shared_tokens without a donor");
     }
@@ -541,8 +544,9 @@ class KvPool {
 
   void require_active(KvRequest request, const char* op) const {
     require_argument(is_active(request), op,
-                     "request (slot " + std::to_string(request.slot) + ", generation " + std::to_string(request.generation) +
-                         ") is not active: released twice, never admitted, or from another pool");
+                     [&] { return "request (slot " + std::to_string(request.slot) + ", generation " +
+                                      std::to_string(request.generation) +
+                                      ") is not active: released twice, never admitted, or from another pool"; });
   }
 
   std::uint32_t* page_row(std::size_t slot) noexcept { return mirror_.data() + slot * pages_per_request_; }

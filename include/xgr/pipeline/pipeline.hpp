@@ -202,7 +202,8 @@ class StreamPipeline {
 
   StageId add_host_stage(std::string name, HostStageFn fn) {
     require_declaring("add_host_stage");
-    require_argument(static_cast<bool>(fn), "StreamPipeline::add_host_stage", "stage '" + name + "' has no callable");
+    require_argument(static_cast<bool>(fn), "StreamPipeline::add_host_stage", [&] { return "stage '" + name +
+                                                                                               "' has no callable"; });
     Stage stage;
     stage.name = std::move(name);
     stage.kind = StageKind::host;
@@ -215,10 +216,11 @@ class StreamPipeline {
     require_declaring("add_device_stage");
     const std::string operation = "StreamPipeline::add_device_stage '" + name + "'";
     require_argument(static_cast<bool>(fn), operation, "no callable");
-    require_argument(options.rounds >= 1, operation, "rounds must be at least 1, got " + std::to_string(options.rounds));
+    require_argument(options.rounds >= 1, operation, [&] { return "rounds must be at least 1, got " +
+                                                                      std::to_string(options.rounds); });
     require_argument(options.lane < options_.lanes.size(), operation,
-                     "lane " + std::to_string(options.lane) + " does not exist (" + std::to_string(options_.lanes.size()) +
-                         " lanes)");
+                     [&] { return "lane " + std::to_string(options.lane) + " does not exist (" +
+                                      std::to_string(options_.lanes.size()) + " lanes)"; });
     Stage stage;
     stage.name = std::move(name);
     stage.kind = StageKind::device;
@@ -234,7 +236,7 @@ class StreamPipeline {
     require_argument(producer.index < stages_.size() && consumer.index < stages_.size(), "StreamPipeline::connect",
                      "unknown stage id");
     require_argument(producer.index != consumer.index, "StreamPipeline::connect",
-                     "stage '" + stages_[producer.index].name + "' cannot depend on itself");
+                     [&] { return "stage '" + stages_[producer.index].name + "' cannot depend on itself"; });
     auto& consumers = stages_[producer.index].consumers;
     if (std::find(consumers.begin(), consumers.end(), consumer.index) != consumers.end()) return;
     consumers.push_back(consumer.index);

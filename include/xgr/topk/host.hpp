@@ -64,8 +64,8 @@ void masked_topk(exec::host_t, const TopKProblem<T>& problem, const TopKResult& 
     require_argument(first_row <= end_row && end_row <= problem.rows(), op,
                      "group_row_offsets must be non-decreasing and end at most at the row count");
     require_argument(end_row - first_row <= limits.max_rows_per_group, op,
-                     "group " + std::to_string(group) + " has " + std::to_string(end_row - first_row) +
-                         " rows, more than max_rows_per_group = " + std::to_string(limits.max_rows_per_group));
+                     [&] { return "group " + std::to_string(group) + " has " + std::to_string(end_row - first_row) +
+                                      " rows, more than max_rows_per_group = " + std::to_string(limits.max_rows_per_group); });
   }
   for (std::size_t group = 0; group < groups; ++group) {
     const std::size_t first_row = topk::detail::group_begin(problem, group);
@@ -94,16 +94,18 @@ void masked_topk(exec::host_t, const TopKProblem<T>& problem, const TopKResult& 
           const std::uint32_t begin = problem.mask.row_ptr[row];
           const std::uint32_t end = problem.mask.row_ptr[row + 1];
           require_argument(begin <= end && end <= problem.mask.columns.size(), op,
-                           "sparse mask row_ptr of row " + std::to_string(row) + " is out of order or out of range");
+                           [&] { return "sparse mask row_ptr of row " + std::to_string(row) +
+                                            " is out of order or out of range"; });
           std::fill_n(scratch.seen_bits, (vocab + 31) / 32, 0u);
           for (std::uint32_t entry = begin; entry < end; ++entry) {
             const std::uint32_t column = problem.mask.columns[entry];
             require_argument(column < vocab, op,
-                             "sparse mask column " + std::to_string(column) + " of row " + std::to_string(row) +
-                                 " is not below vocab = " + std::to_string(vocab));
+                             [&] { return "sparse mask column " + std::to_string(column) + " of row " + std::to_string(row) +
+                                              " is not below vocab = " + std::to_string(vocab); });
             std::uint32_t& word = scratch.seen_bits[column / 32];
             require_argument(((word >> (column % 32)) & 1u) == 0, op,
-                             "sparse mask lists column " + std::to_string(column) + " twice in row " + std::to_string(row));
+                             [&] { return "sparse mask lists column " + std::to_string(column) + " twice in row " +
+                                              std::to_string(row); });
             word |= 1u << (column % 32);
             consider(row, column);
           }

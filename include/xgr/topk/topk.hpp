@@ -106,13 +106,14 @@ namespace detail {
 inline void validate_limits(const TopKLimits& limits) {
   const char* op = "MaskedTopK limits";
   require_argument(limits.max_k >= 1 && limits.max_k <= max_topk_k, op,
-                   "max_k must be in [1, " + std::to_string(max_topk_k) + "], got " + std::to_string(limits.max_k));
+                   [&] { return "max_k must be in [1, " + std::to_string(max_topk_k) + "], got " +
+                                    std::to_string(limits.max_k); });
   require_argument(limits.max_vocab >= 1 && limits.max_rows_per_group >= 1 && limits.max_groups >= 1, op,
                    "max_vocab, max_rows_per_group and max_groups must be positive");
   // Flat indices are 32-bit and topk::empty_index is reserved.
   require_argument(limits.max_rows_per_group <= (std::size_t{0xffffffffu} - 1) / limits.max_vocab, op,
-                   "max_rows_per_group x max_vocab = " + std::to_string(limits.max_rows_per_group) + " x " +
-                       std::to_string(limits.max_vocab) + " does not fit 32-bit flat indices");
+                   [&] { return "max_rows_per_group x max_vocab = " + std::to_string(limits.max_rows_per_group) + " x " +
+                                    std::to_string(limits.max_vocab) + " does not fit 32-bit flat indices"; });
 }
 
 // Checks everything that can be checked without reading the (possibly device-resident) data.
@@ -123,24 +124,29 @@ void validate_shape(const TopKProblem<T>& problem, const TopKResult& result, con
   const std::size_t groups = problem.groups();
   require_argument(problem.k >= 1, op, "k must be at least 1");
   require_argument(problem.k <= limits.max_k, op,
-                   "k = " + std::to_string(problem.k) + " exceeds the workspace's max_k = " + std::to_string(limits.max_k));
+                   [&] { return "k = " + std::to_string(problem.k) + " exceeds the workspace's max_k = " +
+                                    std::to_string(limits.max_k); });
   require_argument(problem.vocab() >= 1 && problem.vocab() <= limits.max_vocab, op,
-                   "vocab = " + std::to_string(problem.vocab()) + " must be in [1, " + std::to_string(limits.max_vocab) + "]");
+                   [&] { return "vocab = " + std::to_string(problem.vocab()) + " must be in [1, " +
+                                    std::to_string(limits.max_vocab) + "]"; });
   require_argument(problem.rows() <= limits.max_rows, op,
-                   std::to_string(problem.rows()) + " rows exceed the workspace's max_rows = " + std::to_string(limits.max_rows));
+                   [&] { return std::to_string(problem.rows()) + " rows exceed the workspace's max_rows = " +
+                                    std::to_string(limits.max_rows); });
   require_argument(problem.scores.row_stride >= problem.vocab(), op, "score row stride is smaller than vocab");
   require_argument(problem.scores.data != nullptr || problem.rows() == 0, op, "scores are null");
   if (problem.group_row_offsets.empty()) {
     require_argument(problem.rows_per_group >= 1 && problem.rows_per_group <= limits.max_rows_per_group, op,
-                     "rows_per_group must be in [1, max_rows_per_group = " + std::to_string(limits.max_rows_per_group) + "]");
+                     [&] { return "rows_per_group must be in [1, max_rows_per_group = " +
+                                      std::to_string(limits.max_rows_per_group) + "]"; });
     require_argument(problem.rows() % problem.rows_per_group == 0, op,
-                     std::to_string(problem.rows()) + " rows are not a multiple of rows_per_group = " +
-                         std::to_string(problem.rows_per_group));
+                     [&] { return std::to_string(problem.rows()) + " rows are not a multiple of rows_per_group = " +
+                                      std::to_string(problem.rows_per_group); });
   } else {
     require_argument(problem.group_row_offsets.size() >= 2, op, "group_row_offsets needs groups + 1 entries");
   }
   require_argument(groups <= limits.max_groups, op,
-                   std::to_string(groups) + " groups exceed the workspace's max_groups = " + std::to_string(limits.max_groups));
+                   [&] { return std::to_string(groups) + " groups exceed the workspace's max_groups = " +
+                                    std::to_string(limits.max_groups); });
   require_argument(problem.row_offsets.empty() || problem.row_offsets.size() >= problem.rows(), op,
                    "row_offsets must be empty or hold one value per row");
   require_argument(problem.row_score_bounds.empty() || problem.row_score_bounds.size() >= problem.rows(), op,
@@ -155,8 +161,9 @@ void validate_shape(const TopKProblem<T>& problem, const TopKResult& result, con
     case MaskKind::sparse:
       require_argument(problem.mask.row_ptr.size() == problem.rows() + 1, op, "sparse mask row_ptr must hold rows + 1 entries");
       require_argument(problem.mask.columns.size() <= limits.max_sparse_entries, op,
-                       std::to_string(problem.mask.columns.size()) + " sparse entries exceed the workspace's max_sparse_entries = " +
-                           std::to_string(limits.max_sparse_entries));
+                       [&] { return std::to_string(problem.mask.columns.size()) +
+                                        " sparse entries exceed the workspace's max_sparse_entries = " +
+                                        std::to_string(limits.max_sparse_entries); });
       break;
   }
   require_argument(result.values.rows >= groups && result.values.cols >= problem.k, op, "values must hold groups x k");
