@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "support/beam_inputs.hpp"
@@ -14,6 +16,7 @@
 #include "support/topk_inputs.hpp"
 #include "xgr/beam/host.hpp"
 #include "xgr/core/view.hpp"
+#include "xgr/kv/pool.hpp"
 #include "xgr/topk/host.hpp"
 
 namespace {
@@ -117,4 +120,30 @@ TEST_CASE("the host BeamSearcher's begin and steps allocate nothing") {
   const std::vector<std::uint32_t> too_wide{16, 17};
   CHECK_THROWS_AS(searcher.begin(xgr::exec::host, too_wide), xgr::Error);
   CHECK(std::vector<std::uint32_t>(searcher.row_begin().begin(), searcher.row_begin().end()) == std::vector<std::uint32_t>{0, 16, 21, 32});
+}
+
+TEST_CASE("KvPool admission, batch descriptions and release allocate nothing") {
+  using Pool = xgr::KvPool<float, xgr::kv::PageMajor, xgr::MemorySpace::host>;
+  const xgr::KvShape shape{2, 2, 64};  // layers, kv heads, head_dim
+  Pool pool(xgr::KvPoolConfig{shape, 64, 12, 4, 500, 8, 3});  // 12 pages of 64 tokens
+  xgr::KvBatch<xgr::MemorySpace::host> batch(4);
+  for (int round = 0; round < 3; ++round) {
+    std::optional<xgr::KvRequest> first, second, third;
+    CHECK(allocations_during([&] {
+            first = pool.try_admit({300, 8});
+            second = pool.try_admit({130, 2, first, 128});  // 1 page of its own, 2 shared with first's 5
+            third = pool.try_admit({500, 1});               // refused: 8 pages wanted, 6 free
+          }) == 0);
+    REQUIRE(first.has_value());
+    REQUIRE(second.has_value());
+    CHECK_FALSE(third.has_value());
+    const xgr::KvRequest requests[] = {*first, *second};
+    CHECK(allocations_during([&] {
+            pool.describe(xgr::exec::host, std::span<const xgr::KvRequest>(requests), batch);
+            pool.release(*second);
+            pool.release(*first);
+          }) == 0);
+    CHECK(batch.view().total_beams == 10);
+    CHECK(pool.stats().active_requests == 0);
+  }
 }
