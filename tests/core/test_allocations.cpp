@@ -3,6 +3,7 @@
 // allocations of the thread that measures.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -17,10 +18,12 @@
 #include "xgr/beam/host.hpp"
 #include "xgr/core/view.hpp"
 #include "xgr/kv/pool.hpp"
+#include "xgr/pipeline/pipeline.hpp"
 #include "xgr/topk/host.hpp"
 
 namespace {
-thread_local std::size_t allocations = 0;  // by this thread: doctest and other threads do not count
+thread_local std::size_t allocations = 0;            // by this thread: doctest and other threads do not count
+std::atomic<std::size_t> allocations_by_all_threads{0};  // by every thread (the pipeline's workers too)
 
 // The allocations `work` makes on this thread.
 template <class Work>
@@ -38,6 +41,7 @@ std::size_t allocations_during(Work&& work) {
 
 void* operator new(std::size_t bytes) {
   ++allocations;
+  allocations_by_all_threads.fetch_add(1, std::memory_order_relaxed);
   if (void* memory = std::malloc(bytes == 0 ? 1 : bytes)) return memory;
   throw std::bad_alloc();
 }
@@ -146,4 +150,27 @@ TEST_CASE("KvPool admission, batch descriptions and release allocate nothing") {
     CHECK(batch.view().total_beams == 10);
     CHECK(pool.stats().active_requests == 0);
   }
+}
+
+TEST_CASE("StreamPipeline's batches allocate nothing once it runs, on any of its threads") {
+  struct Slot {
+    std::uint64_t value = 0;
+  };
+  xgr::StreamPipeline<Slot> pipeline(xgr::PipelineOptions{.slots = 2});
+  const xgr::StageId load = pipeline.add_host_stage("double", [](Slot& slot, const xgr::BatchInfo&) { slot.value *= 2; });
+  const xgr::StageId compute = pipeline.add_device_stage(
+      "add", [](Slot& slot, const xgr::BatchInfo& info, xgr::exec::host_t) { slot.value += info.round; },
+      xgr::DeviceStageOptions<Slot>{.rounds = 3});
+  pipeline.connect(load, compute);
+  std::atomic<std::uint64_t> total{0};
+  pipeline.on_complete([&](Slot& slot, const xgr::BatchInfo&, std::exception_ptr) { total += slot.value; });
+  pipeline.start();
+  const auto submit = [&](std::uint64_t value) { pipeline.submit([value](Slot& slot, const xgr::BatchInfo&) { slot.value = value; }); };
+  submit(1);  // the first batch may reserve what the workers keep (their scratch vectors)
+  pipeline.drain();
+  const std::size_t before = allocations_by_all_threads.load();
+  for (std::uint64_t value = 2; value <= 20; ++value) submit(value);
+  pipeline.drain();
+  CHECK(allocations_by_all_threads.load() - before == 0);
+  CHECK(total == 2 * (20 * 21 / 2) + 20 * 3);  // 2v + 0 + 1 + 2 for v = 1..20
 }

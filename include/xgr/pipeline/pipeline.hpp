@@ -201,7 +201,7 @@ class StreamPipeline {
   // --- declaring the graph (before start) -------------------------------------------------------
 
   StageId add_host_stage(std::string name, HostStageFn fn) {
-    require_declaring("add_host_stage");
+    require_declaring("StreamPipeline::add_host_stage");
     require_argument(static_cast<bool>(fn), "StreamPipeline::add_host_stage", [&] { return "stage '" + name +
                                                                                                "' has no callable"; });
     Stage stage;
@@ -213,7 +213,7 @@ class StreamPipeline {
   }
 
   StageId add_device_stage(std::string name, DeviceStageFn fn, DeviceStageOptions<Slot> options = {}) {
-    require_declaring("add_device_stage");
+    require_declaring("StreamPipeline::add_device_stage");
     const std::string operation = "StreamPipeline::add_device_stage '" + name + "'";
     require_argument(static_cast<bool>(fn), operation, "no callable");
     require_argument(options.rounds >= 1, operation, [&] { return "rounds must be at least 1, got " +
@@ -232,7 +232,7 @@ class StreamPipeline {
 
   // `consumer` runs for a batch only after `producer` finished for it.
   void connect(StageId producer, StageId consumer) {
-    require_declaring("connect");
+    require_declaring("StreamPipeline::connect");
     require_argument(producer.index < stages_.size() && consumer.index < stages_.size(), "StreamPipeline::connect",
                      "unknown stage id");
     require_argument(producer.index != consumer.index, "StreamPipeline::connect",
@@ -244,13 +244,13 @@ class StreamPipeline {
   }
 
   void on_complete(CompletionFn fn) {
-    require_declaring("on_complete");
+    require_declaring("StreamPipeline::on_complete");
     completion_ = std::move(fn);
   }
 
   // Checks the graph (non-empty, acyclic), creates the backend (streams, events) and the workers.
   void start() {
-    require_declaring("start");
+    require_declaring("StreamPipeline::start");
     require_argument(!stages_.empty(), "StreamPipeline::start", "the graph has no stages");
     require_acyclic();
     backend_ = std::make_unique<Backend>(options_, stages_);
@@ -285,9 +285,9 @@ class StreamPipeline {
   template <class Load>
   std::uint64_t submit(Load&& load) {
     std::unique_lock lock(mutex_);
-    require_running("submit");
+    require_running("StreamPipeline::submit");
     slot_freed_.wait(lock, [&] { return !accepting_ || in_flight_ < slots_.size(); });
-    require_running("submit");
+    require_running("StreamPipeline::submit");
     return launch(lock, std::forward<Load>(load));
   }
 
@@ -295,7 +295,7 @@ class StreamPipeline {
   template <class Load>
   std::optional<std::uint64_t> try_submit(Load&& load) {
     std::unique_lock lock(mutex_);
-    require_running("try_submit");
+    require_running("StreamPipeline::try_submit");
     if (in_flight_ == slots_.size()) return std::nullopt;
     return launch(lock, std::forward<Load>(load));
   }
@@ -376,13 +376,13 @@ class StreamPipeline {
     return stages_[stage].kind == StageKind::host || !Backend::device_stages_inline;
   }
 
-  void require_declaring(const char* what) const {
-    require_argument(!started_, std::string("StreamPipeline::") + what, "the graph is fixed once start() ran");
+  // `operation` is a literal: submit checks on every batch, and a composed name would allocate.
+  void require_declaring(const char* operation) const {
+    require_argument(!started_, operation, "the graph is fixed once start() ran");
   }
-  void require_running(const char* what) const {
-    require_argument(started_, std::string("StreamPipeline::") + what, "call start() first");
-    require(accepting_, ErrorKind::invalid_argument, std::string("StreamPipeline::") + what,
-            "the pipeline is shut down");
+  void require_running(const char* operation) const {
+    require_argument(started_, operation, "call start() first");
+    require_argument(accepting_, operation, "the pipeline is shut down");
   }
 
   void require_acyclic() const {
