@@ -29,6 +29,27 @@ TEST_CASE("require_argument throws invalid_argument with the reason only when th
   }
 }
 
+TEST_CASE("a reason given as a callable is built only when the check fails") {
+  int built = 0;
+  const auto reason = [&] {
+    ++built;
+    return "k = " + std::to_string(7) + " exceeds max_k";
+  };
+  xgr::require_argument(true, "op", reason);
+  xgr::require(true, xgr::ErrorKind::capacity, "op", reason);
+  CHECK(built == 0);
+  try {
+    xgr::require(false, xgr::ErrorKind::capacity, "op", reason);
+    FAIL("a failed check must throw");
+  } catch (const xgr::Error& error) {
+    CHECK(error.kind() == xgr::ErrorKind::capacity);
+    CHECK(error.reason() == "k = 7 exceeds max_k");
+  }
+  CHECK(built == 1);
+  CHECK_THROWS_AS(xgr::require_argument(false, "op", reason), xgr::Error);
+  CHECK(built == 2);
+}
+
 TEST_CASE("checked_bytes rejects products that overflow size_t") {
   CHECK(xgr::detail::checked_bytes(10, 4, "op") == 40);
   CHECK(xgr::detail::checked_bytes(0, 8, "op") == 0);
