@@ -1012,22 +1012,10 @@ TEST_CASE("random corruptions of a config.json either parse or throw Error(io); 
   std::mt19937_64 rng = xgr::test::make_rng(911);
   const std::string good = qwen25_05b_config;
   REQUIRE_NOTHROW((void)json::parse(good, "good"));
-  const char* alphabet = "{}[],:\"\\ 0123456789.-+eEtrufalsn";
   std::size_t parsed = 0;
   std::size_t configs = 0;
   for (int trial = 0; trial < 3000; ++trial) {
-    std::string text = good;
-    const int changes = std::uniform_int_distribution<int>(1, 3)(rng);
-    for (int i = 0; i < changes && !text.empty(); ++i) {
-      const std::size_t at = std::uniform_int_distribution<std::size_t>(0, text.size() - 1)(rng);
-      const char byte = trial % 3 == 0 ? static_cast<char>(std::uniform_int_distribution<int>(0, 255)(rng))
-                                       : alphabet[std::uniform_int_distribution<std::size_t>(0, std::strlen(alphabet) - 1)(rng)];
-      switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
-        case 0: text[at] = byte; break;
-        case 1: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), byte); break;
-        default: text.erase(at, 1); break;
-      }
-    }
+    const std::string text = xgr::test::corrupted(good, rng, "{}[],:\"\\ 0123456789.-+eEtrufalsn", trial % 3 == 0);
     try {
       (void)json::parse(text, "mutated");
       ++parsed;

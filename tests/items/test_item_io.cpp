@@ -280,22 +280,9 @@ TEST_CASE("random corruptions of item files either load a valid table or throw E
     xgr::save_item_table(path, table, format);
     std::ifstream in(path, std::ios::binary);
     const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const char* text_alphabet = "0123456789 \t\n#-+x";
     std::size_t loaded = 0;
     for (int trial = 0; trial < 1000; ++trial) {
-      std::string bytes = good;
-      const int changes = std::uniform_int_distribution<int>(1, 3)(rng);
-      for (int i = 0; i < changes && !bytes.empty(); ++i) {
-        const std::size_t at = std::uniform_int_distribution<std::size_t>(0, bytes.size() - 1)(rng);
-        const char byte = trial % 2 == 0 ? static_cast<char>(std::uniform_int_distribution<int>(0, 255)(rng))
-                                         : text_alphabet[std::uniform_int_distribution<std::size_t>(0, 17)(rng)];
-        switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
-          case 0: bytes[at] = byte; break;
-          case 1: bytes.insert(bytes.begin() + static_cast<std::ptrdiff_t>(at), byte); break;
-          default: bytes.erase(at, 1); break;
-        }
-      }
-      write_file(path, bytes);
+      write_file(path, xgr::test::corrupted(good, rng, "0123456789 \t\n#-+x", trial % 2 == 0));
       try {
         const xgr::ItemTable corrupted = xgr::load_item_table(path);
         ++loaded;
