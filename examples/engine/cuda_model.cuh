@@ -292,8 +292,9 @@ class CudaForward {
   [[nodiscard]] float eps() const { return static_cast<float>(model_.config().rms_norm_eps); }
 
   static void require_rows(std::size_t rows, std::size_t limit, const char* what) {
-    require_argument(rows <= limit, "CudaForward", [&] { return std::to_string(rows) + " " + what + " exceed the " +
-                                                                    std::to_string(limit) + " it was sized for"; });
+    require_argument(rows <= limit, "CudaForward",
+                     [&] { return std::to_string(rows) + " " + what + " exceed the " +
+                                      std::to_string(limit) + " it was sized for"; });
   }
 
   // out[rows][n] = in[rows][k] weight[n][k]^T + beta * out (HF's Linear), fp32 accumulation. cuBLAS is

@@ -124,8 +124,8 @@ inline void validate_request(const Request& request, std::size_t index, const En
                    [&] { return which + " asks for " + std::to_string(request.beams) + " beams; the engine takes 1.." +
                                     std::to_string(limits.max_beams); });
   for (std::uint32_t token : request.prompt_tokens) {
-    require_argument(token < vocab, op, [&] { return which + " has token " + std::to_string(token) +
-                                                         " outside the vocabulary"; });
+    require_argument(token < vocab, op,
+                     [&] { return which + " has token " + std::to_string(token) + " outside the vocabulary"; });
   }
 }
 

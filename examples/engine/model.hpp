@@ -140,8 +140,9 @@ inline void validate_weights(const ModelConfig& config, const ModelWeights& weig
   const std::size_t hidden = config.hidden_size, q_dim = config.num_attention_heads * config.head_dim,
                     kv_dim = config.num_key_value_heads * config.head_dim, inter = config.intermediate_size;
   auto expect = [&](const std::vector<float>& v, std::size_t n, const std::string& what) {
-    require_argument(v.size() == n, op, [&] { return what + " holds " + std::to_string(v.size()) + " values, the config needs " +
-                                                         std::to_string(n); });
+    require_argument(v.size() == n, op,
+                     [&] { return what + " holds " + std::to_string(v.size()) + " values, the config needs " +
+                                      std::to_string(n); });
   };
   expect(weights.embed, config.vocab_size * hidden, "embed");
   require_argument(weights.layers.size() == config.num_hidden_layers, op, "layer count differs from the config");
@@ -240,8 +241,8 @@ class HostModel {
     std::vector<float> x(rows * hidden), h(rows * hidden), q(rows * q_dim), k(rows * kv_dim), v(rows * kv_dim), attended(rows * q_dim),
         projected(rows * hidden), gate(rows * inter), up(rows * inter);
     for (std::size_t r = 0; r < rows; ++r) {
-      require_argument(tokens[r] < config_.vocab_size, "HostModel", [&] { return "token " + std::to_string(tokens[r]) +
-                                                                                     " is outside the vocabulary"; });
+      require_argument(tokens[r] < config_.vocab_size, "HostModel",
+                       [&] { return "token " + std::to_string(tokens[r]) + " is outside the vocabulary"; });
       std::copy_n(weights_.embed.data() + std::size_t{tokens[r]} * hidden, hidden, x.data() + r * hidden);
     }
     for (std::size_t l = 0; l < config_.num_hidden_layers; ++l) {

@@ -440,8 +440,8 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
     require_argument(json::detail::is_valid_utf8(tensor.name), operation, [&] { return what + "the name is not valid UTF-8"; });
     require_argument(seen.insert(tensor.name).second, operation, [&] { return what + "the name appears twice"; });
     const std::optional<std::size_t> count = element_count(tensor.shape);
-    require_argument(count.has_value(), operation, [&] { return what + "shape " + shape_string(tensor.shape) +
-                                                                    " overflows size_t"; });
+    require_argument(count.has_value(), operation,
+                     [&] { return what + "shape " + shape_string(tensor.shape) + " overflows size_t"; });
     const std::size_t bytes = xgr::detail::checked_bytes(*count, dtype_bytes(tensor.dtype), operation);
     require_argument(bytes == tensor.bytes.size(), operation,
                      [&] { return what + "shape " + shape_string(tensor.shape) + " of " + std::string(to_string(tensor.dtype)) +

@@ -520,8 +520,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     return {tokens_[parity_].data(), slot_count(), levels(), levels()};
   }
   [[nodiscard]] std::span<const std::uint32_t> ancestry(std::size_t level) const {
-    require_argument(level < step_, "BeamSearcher::ancestry", [&] { return "level " + std::to_string(level) +
-                                                                               " is not decoded yet"; });
+    require_argument(level < step_, "BeamSearcher::ancestry",
+                     [&] { return "level " + std::to_string(level) + " is not decoded yet"; });
     return {ancestry_.data() + level * max_slots_, slot_count()};
   }
   // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder); device memory.

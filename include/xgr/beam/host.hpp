@@ -172,8 +172,8 @@ class BeamSearcher<exec::host_t, Normalize, Select, Filter> {
   }
   // The parent row of each slot chosen at `level` (no_trie_node for slots left dead).
   [[nodiscard]] std::span<const std::uint32_t> ancestry(std::size_t level) const {
-    require_argument(level < step_, "BeamSearcher::ancestry", [&] { return "level " + std::to_string(level) +
-                                                                               " is not decoded yet"; });
+    require_argument(level < step_, "BeamSearcher::ancestry",
+                     [&] { return "level " + std::to_string(level) + " is not decoded yet"; });
     return {ancestry_.data() + level * max_slots(), slot_count()};
   }
   // The same row as the reorder a KV cache consumes (kv::record_parents, kv::reorder).

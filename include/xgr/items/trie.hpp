@@ -326,8 +326,8 @@ inline void allowed_mask(exec::host_t, const ItemTrieView& trie, std::span<const
     const std::uint32_t node = row_nodes[row];
     for (std::uint32_t child = trie.children_begin(node); child < trie.children_end(node); ++child) {
       const std::uint32_t token = token_offset + trie.node_code[child];
-      require_argument(token / 32 < words.cols, op, [&] { return "token " + std::to_string(token) +
-                                                                     " lies beyond the mask row"; });
+      require_argument(token / 32 < words.cols, op,
+                       [&] { return "token " + std::to_string(token) + " lies beyond the mask row"; });
       words(row, token / 32) |= 1u << (token % 32);
     }
   }

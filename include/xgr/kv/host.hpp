@@ -42,8 +42,8 @@ inline void require_layer(std::size_t layer, std::size_t layers, const char* op)
 }
 
 inline void require_step(std::size_t step, std::size_t max_steps, const char* op) {
-  require_argument(step < max_steps, op, [&] { return "step " + std::to_string(step) + " but the cache holds " +
-                                                          std::to_string(max_steps); });
+  require_argument(step < max_steps, op,
+                   [&] { return "step " + std::to_string(step) + " but the cache holds " + std::to_string(max_steps); });
 }
 
 // The checks every K/V write shares: the layer exists, and K and V hold `rows` rows.

@@ -202,8 +202,8 @@ class StreamPipeline {
 
   StageId add_host_stage(std::string name, HostStageFn fn) {
     require_declaring("StreamPipeline::add_host_stage");
-    require_argument(static_cast<bool>(fn), "StreamPipeline::add_host_stage", [&] { return "stage '" + name +
-                                                                                               "' has no callable"; });
+    require_argument(static_cast<bool>(fn), "StreamPipeline::add_host_stage",
+                     [&] { return "stage '" + name + "' has no callable"; });
     Stage stage;
     stage.name = std::move(name);
     stage.kind = StageKind::host;
@@ -216,8 +216,8 @@ class StreamPipeline {
     require_declaring("StreamPipeline::add_device_stage");
     const std::string operation = "StreamPipeline::add_device_stage '" + name + "'";
     require_argument(static_cast<bool>(fn), operation, "no callable");
-    require_argument(options.rounds >= 1, operation, [&] { return "rounds must be at least 1, got " +
-                                                                      std::to_string(options.rounds); });
+    require_argument(options.rounds >= 1, operation,
+                     [&] { return "rounds must be at least 1, got " + std::to_string(options.rounds); });
     require_argument(options.lane < options_.lanes.size(), operation,
                      [&] { return "lane " + std::to_string(options.lane) + " does not exist (" +
                                       std::to_string(options_.lanes.size()) + " lanes)"; });
