@@ -872,6 +872,13 @@ TEST_CASE("bad batches, logits and call orders throw invalid_argument") {
   CHECK(error_of([&] { searcher.finalize(xgr::exec::host, one_level.results()); }) == invalid_argument);
   BeamOutput one_request(13, 2, 1);
   CHECK(error_of([&] { searcher.finalize(xgr::exec::host, one_request.results()); }) == invalid_argument);
+  for (int shortened = 0; shortened < 3; ++shortened) {  // codes fit, one per-slot output is a slot short
+    xgr::BeamResults results = out.results();
+    if (shortened == 0) results.scores = results.scores.first(12);
+    if (shortened == 1) results.item_ids = results.item_ids.first(12);
+    if (shortened == 2) results.item_counts = results.item_counts.first(12);
+    CHECK(error_of([&] { searcher.finalize(xgr::exec::host, results); }) == invalid_argument);
+  }
   CHECK(error_of([&] { searcher.finalize(xgr::exec::host, out.results()); }) == "no error");
   CHECK(error_of([&] { (void)searcher.ancestry(2); }) == invalid_argument);
 

@@ -276,6 +276,27 @@ TEST_CASE("a load that throws is rethrown by submit, and its batch still complet
   CHECK(completions[2] == std::pair<std::uint64_t, bool>{2, false});
 }
 
+TEST_CASE("a completion callback that throws is counted and dropped; the batch and the pipeline go on") {
+  std::vector<std::uint64_t> completed;
+  xgr::PipelineStats stats{};
+  run_bounded(10s, "completion errors", [&] {
+    xgr::StreamPipeline<CounterSlot> pipeline(xgr::PipelineOptions{.slots = 2});
+    pipeline.add_host_stage("work", [](CounterSlot&, const BatchInfo&) {});
+    pipeline.on_complete([&](CounterSlot&, const BatchInfo& info, std::exception_ptr) {
+      completed.push_back(info.sequence);
+      if (info.sequence % 2 == 1) throw std::runtime_error("the callback failed");
+    });
+    pipeline.start();
+    for (int batch = 0; batch < 6; ++batch) pipeline.submit([](CounterSlot&, const BatchInfo&) {});
+    pipeline.drain();
+    stats = pipeline.stats();
+  });
+  CHECK(completed == std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5});
+  CHECK(stats.completed == 6);
+  CHECK(stats.failed == 0);
+  CHECK(stats.completion_errors == 3);
+}
+
 TEST_CASE("back-pressure: try_submit reports busy and submit waits while every slot is in flight") {
   run_bounded(10s, "back-pressure", [&] {
     std::mutex gate_mutex;

@@ -440,6 +440,19 @@ TEST_CASE("bad arguments throw xgr::Error(invalid_argument)") {
     bad.group_row_offsets = {0, 4, 6};  // a group larger than max_rows_per_group
     CHECK(call(bad.problem(), limits, out.result()) == invalid_argument);
   }
+  SUBCASE("rows_per_group of 0 or above the limits' max_rows_per_group") {
+    auto problem = input.problem();
+    problem.rows_per_group = 0;
+    CHECK(call(problem, limits, out.result()) == invalid_argument);
+    problem.rows_per_group = limits.max_rows_per_group + 1;
+    CHECK(call(problem, limits, out.result()) == invalid_argument);
+  }
+  SUBCASE("limits whose groups do not fit 32-bit flat indices") {
+    xgr::TopKLimits huge = limits;
+    huge.max_rows_per_group = 1u << 16;
+    huge.max_vocab = 1u << 16;  // 2^32 candidates per group
+    CHECK(error_of([&] { (void)xgr::masked_topk_workspace_bytes(xgr::exec::host, huge); }) == invalid_argument);
+  }
   SUBCASE("rows not a multiple of rows_per_group") {
     auto problem = input.problem();
     problem.mask = xgr::TopKMask::all();
