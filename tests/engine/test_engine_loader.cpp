@@ -26,6 +26,7 @@
 #include "engine/config.hpp"
 #include "engine/json.hpp"
 #include "engine/safetensors.hpp"
+#include "engine/weights.hpp"
 #include "support/errors.hpp"
 #include "support/files.hpp"
 #include "support/random.hpp"
@@ -1033,4 +1034,53 @@ TEST_CASE("random corruptions of a config.json either parse or throw Error(io); 
     }
   }
   MESSAGE("corruptions that still parsed: " << parsed << " of 3000, valid configs among them: " << configs);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Model folders (config.json + model.safetensors, HF's names and shapes)
+
+TEST_CASE("a model folder round-trips: save_model_folder then load_model_folder give the same config and weights") {
+  TempDir dir;
+  for (const bool tied : {true, false}) {
+    ModelConfig config;
+    config.hidden_size = 64;
+    config.intermediate_size = 96;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    config.head_dim = 32;
+    config.vocab_size = 40;
+    config.tie_word_embeddings = tied;
+    const xgr::engine::ModelWeights weights = xgr::engine::random_weights(config, tied ? 17 : 18);
+    const std::string folder = dir.file(tied ? "tied" : "untied");
+    xgr::engine::save_model_folder(folder, config, weights);
+    const xgr::engine::LoadedModel loaded = xgr::engine::load_model_folder(folder);
+    INFO(folder);
+    CHECK(loaded.config == config);
+    CHECK(loaded.weights.embed == weights.embed);
+    CHECK(loaded.weights.final_norm == weights.final_norm);
+    CHECK(loaded.weights.lm_head == weights.lm_head);  // empty when tied
+    REQUIRE(loaded.weights.layers.size() == weights.layers.size());
+    for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+      const auto& a = loaded.weights.layers[l];
+      const auto& b = weights.layers[l];
+      CHECK(a.input_norm == b.input_norm);
+      CHECK((a.q_weight == b.q_weight && a.q_bias == b.q_bias && a.k_weight == b.k_weight && a.k_bias == b.k_bias));
+      CHECK((a.v_weight == b.v_weight && a.v_bias == b.v_bias && a.o_weight == b.o_weight));
+      CHECK(a.post_attention_norm == b.post_attention_norm);
+      CHECK((a.gate_weight == b.gate_weight && a.up_weight == b.up_weight && a.down_weight == b.down_weight));
+    }
+  }
+  // A config that no longer matches the tensors: a missing lm_head, a different width.
+  const std::string folder = dir.file("tied");
+  ModelConfig untied = xgr::engine::load_model_folder(folder).config;
+  untied.tie_word_embeddings = false;
+  write_file(folder + "/config.json", untied.to_json());
+  check_error([&] { (void)xgr::engine::load_model_folder(folder); }, ErrorKind::io, {"lm_head.weight"});
+  ModelConfig wider = untied;
+  wider.tie_word_embeddings = true;
+  wider.hidden_size = 96;
+  write_file(folder + "/config.json", wider.to_json());
+  check_error([&] { (void)xgr::engine::load_model_folder(folder); }, ErrorKind::io, {"model.embed_tokens.weight"});
+  check_error([&] { (void)xgr::engine::load_model_folder(dir.file("no_such_folder")); }, ErrorKind::io, {"config.json"});
 }
