@@ -12,6 +12,7 @@
 
 #include "engine/engine.hpp"
 #include "engine/model.hpp"
+#include "support/engine_configs.hpp"
 #include "support/random.hpp"
 #include "xgr/items/io.hpp"
 
@@ -19,19 +20,6 @@ namespace {
 
 using xgr::engine::HostModel;
 using xgr::engine::ModelConfig;
-
-ModelConfig small_config(std::size_t vocab, bool tied) {
-  ModelConfig config;
-  config.hidden_size = 128;
-  config.intermediate_size = 192;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 64;
-  config.vocab_size = vocab;
-  config.tie_word_embeddings = tied;
-  return config;
-}
 
 // Last-token logits of one prompt, run from scratch in a pool of its own (no cache reuse).
 std::vector<float> fresh_last_logits(const HostModel& model, const std::vector<std::uint32_t>& prompt) {
@@ -84,7 +72,7 @@ TEST_CASE("with beams covering the catalogue, both modes return every item tuple
     for (std::size_t l = 0; l < levels; ++l) table.codes.push_back(table.codes[l]);  // item 511 repeats item 500's codes
     const xgr::ItemTrie trie = xgr::build_item_trie(table);
 
-    const ModelConfig config = small_config(16, tied);  // 12 code tokens + 4 others
+    const ModelConfig config = xgr::test::small_model_config(16, tied);  // 12 code tokens + 4 others
     const HostModel model(config, xgr::engine::random_weights(config, rng(), 0.3f));
     xgr::engine::HostEngine engine(model, trie, offsets, {2, 64, 64, 64});
 
@@ -157,7 +145,7 @@ TEST_CASE("the engine rejects requests outside its limits before serving any") {
   table.item_ids = {1, 2};
   table.codes = {0, 1, 2, 3};
   const xgr::ItemTrie trie = xgr::build_item_trie(table);
-  const ModelConfig config = small_config(8, true);
+  const ModelConfig config = xgr::test::small_model_config(8, true);
   const HostModel model(config, xgr::engine::random_weights(config, 7));
   xgr::engine::HostEngine engine(model, trie, {0, 4}, {2, 8, 16, 64});
   using Requests = std::vector<xgr::engine::Request>;

@@ -27,6 +27,7 @@
 #include "engine/json.hpp"
 #include "engine/safetensors.hpp"
 #include "engine/weights.hpp"
+#include "support/engine_configs.hpp"
 #include "support/errors.hpp"
 #include "support/files.hpp"
 #include "support/random.hpp"
@@ -1042,15 +1043,7 @@ TEST_CASE("random corruptions of a config.json either parse or throw Error(io); 
 TEST_CASE("a model folder round-trips: save_model_folder then load_model_folder give the same config and weights") {
   TempDir dir;
   for (const bool tied : {true, false}) {
-    ModelConfig config;
-    config.hidden_size = 64;
-    config.intermediate_size = 96;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = 2;
-    config.head_dim = 32;
-    config.vocab_size = 40;
-    config.tie_word_embeddings = tied;
+    const ModelConfig config = xgr::test::small_model_config(40, tied);
     const xgr::engine::ModelWeights weights = xgr::engine::random_weights(config, tied ? 17 : 18);
     const std::string folder = dir.file(tied ? "tied" : "untied");
     xgr::engine::save_model_folder(folder, config, weights);
