@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -155,6 +157,76 @@ TEST_CASE("CUDA and host implementations agree bit for bit") {
     const auto device_output = run_cuda<xgr::topk::EarlyExit>(input, device_workspace, stream.get());
     std::string why;
     CHECK_MESSAGE(xgr::test::same_results(device_output, host_output, &why), spec.describe() << ": " << why);
+  }
+}
+
+TEST_CASE("score hints replace the sample: exact results whether the hints are true, loose, too high or missing") {
+  // EarlyExit takes the k-th best of a group's row_score_hints as its bound. True hints (scores of
+  // different candidates) give a bound k candidates reach; anything else must still give exact
+  // results: a bound fewer than k candidates reach falls back to a selection over the input.
+  auto rng = xgr::test::make_rng(255);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  std::uniform_real_distribution<float> anywhere(-20.0f, 20.0f);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::size_t case_index = 0;
+  for (const auto& spec : xgr::test::standard_topk_cases(rng, 60)) {
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    const auto expected = xgr::test::brute_force_topk(input);
+    const xgr::TopKProblem<float> host_problem = input.problem();
+    const std::size_t groups = host_problem.groups();
+    const std::size_t rows = input.rows;
+    const std::size_t per_row = std::max<std::size_t>(1, std::min<std::size_t>(8, xgr::max_group_score_hints / spec.rows_per_group));
+    // Each row's best selectable candidate scores, best first: true hints.
+    std::vector<std::vector<float>> row_best(rows);
+    for (std::size_t group = 0; group < groups; ++group) {
+      const std::size_t first = spec.variable_groups ? input.group_row_offsets[group] : group * spec.rows_per_group;
+      const std::size_t end = spec.variable_groups ? input.group_row_offsets[group + 1] : first + spec.rows_per_group;
+      for (std::size_t row = first; row < end; ++row) {
+        auto& best = row_best[row];
+        for (std::size_t column = 0; column < spec.vocab; ++column) {
+          const float score = input.scores[row * input.row_stride() + column] + (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);
+          bool allowed = true;
+          if (spec.mask == xgr::MaskKind::bitset) allowed = (input.bitset_words[row * input.words_per_row + column / 32] >> (column % 32)) & 1u;
+          if (spec.mask == xgr::MaskKind::sparse) {
+            allowed = std::find(input.columns.begin() + input.row_ptr[row], input.columns.begin() + input.row_ptr[row + 1], column) !=
+                      input.columns.begin() + input.row_ptr[row + 1];
+          }
+          if (allowed && xgr::topk::is_selectable(score)) best.push_back(score);
+        }
+        std::sort(best.begin(), best.end(), std::greater<>());
+      }
+    }
+    for (int kind = 0; kind < 5; ++kind) {
+      std::vector<float> hints(rows * per_row, -inf);
+      for (std::size_t row = 0; row < rows; ++row) {
+        for (std::size_t h = 0; h < per_row; ++h) {
+          const bool has = h < row_best[row].size();
+          switch (kind) {
+            case 0: hints[row * per_row + h] = has ? row_best[row][h] : -inf; break;          // true: the row's best scores
+            case 1: hints[row * per_row + h] = has ? row_best[row][h] - 3.0f : -inf; break;   // loose
+            case 2: hints[row * per_row + h] = has ? row_best[row][0] + 1.0f : inf; break;    // too high: no candidate reaches
+            case 3: hints[row * per_row + h] = h % 2 == 0 ? nan : -inf; break;                // none
+            default: hints[row * per_row + h] = anywhere(rng); break;                         // anything
+          }
+        }
+      }
+      DeviceTopKInput<float> device(input);
+      const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
+      device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), rows, per_row, per_row};
+      DeviceOutput output(groups, spec.k);
+      output.poison();
+      const xgr::TopKLimits limits = input.limits();
+      workspace.reserve(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits));
+      xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
+      XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+      std::string why;
+      if (!xgr::test::same_results(output.to_host(), expected, &why)) {
+        FAIL_CHECK("case " << case_index << " hint kind " << kind << " " << spec.describe() << ": " << why);
+      }
+    }
+    ++case_index;
   }
 }
 

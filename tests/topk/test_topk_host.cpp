@@ -396,6 +396,20 @@ TEST_CASE("bad arguments throw xgr::Error(invalid_argument)") {
     problem.k = 0;
     CHECK(call(problem, limits, out.result()) == invalid_argument);
   }
+  SUBCASE("row_score_hints of too few rows, or too many for a group") {
+    auto problem = input.problem();
+    const std::vector<float> hints(input.rows * 2, 1e30f);  // any values: the host ignores them
+    problem.row_score_hints = xgr::MatrixView<const float>{hints.data(), input.rows - 1, 2, 2};
+    CHECK(call(problem, limits, out.result()) == invalid_argument);
+    problem.row_score_hints = xgr::MatrixView<const float>{hints.data(), input.rows, 2, 2};
+    CHECK(call(problem, limits, out.result()) == "no error");
+    std::string why;
+    CHECK_MESSAGE(xgr::test::same_results(out, xgr::test::brute_force_topk(input), &why), why);
+    xgr::TopKLimits wide = limits;
+    wide.max_rows_per_group = xgr::max_group_score_hints;  // x 2 hints a row: too many for a group
+    xgr::HostWorkspace wide_workspace(xgr::masked_topk_workspace_bytes(xgr::exec::host, wide));
+    CHECK(error_of([&] { xgr::masked_topk(xgr::exec::host, problem, out.result(), wide, wide_workspace); }) == invalid_argument);
+  }
   SUBCASE("k above the limits' max_k") {
     auto problem = input.problem();
     problem.k = 6;

@@ -10,10 +10,12 @@
 //                     rows up to 8192 columns) for the max and the fixed-point sum of exps; writes the beam's offset
 //                     s_b - lse_b and its *score bound*: the best allowed logit plus the offset, an
 //                     exact upper bound of every candidate of the beam. Walking the beam's children
-//                     for that bound, it writes their tokens into the CSR mask.
+//                     for that bound, it writes their tokens into the CSR mask. For EarlyExit it
+//                     also writes a few score hints, scores of distinct candidates, from which
+//                     MaskedTopK takes each request's bound instead of sampling the logits.
 //   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
 //                     allowed sets as mask and the bounds for early exit: beams whose best candidate
-//                     cannot beat the request's running k-th bound are never read again.
+//                     cannot beat the request's k-th bound are never read again.
 //                     With a per-beam cap K < B, a per-row MaskedTopK first keeps each beam's K best.
 //   4. update         one block per request turns winners into beams: parent, token, score, trie
 //                     child (binary search), token history, ancestry.
@@ -78,6 +80,30 @@ __device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uin
   return result;
 }
 
+// Score hints for the selection's bound, from what the normalisation sees anyway (EarlyExit without
+// a binding per-beam cap): each block writes `per_row` hints, hint h the best candidate score among
+// the children walked by warps h, h + per_row, ... (block_max leaves each warp's best in shared
+// memory), or -inf where those warps had none. They are scores of different candidates, so
+// MaskedTopK takes the k-th best of a request's as a bound that k candidates reach
+// (TopKProblem::row_score_hints) and samples nothing.
+inline constexpr int warps_per_row = normalize_threads / 32;
+
+// Hints a row writes, for beams up to `max_beam_width` wide: one per warp, as many as a request's
+// may number (max_group_score_hints).
+[[nodiscard]] constexpr std::uint32_t score_hints_per_row(std::size_t max_beam_width) {
+  const std::size_t fit = max_group_score_hints / max_beam_width;
+  return static_cast<std::uint32_t>(fit >= warps_per_row ? warps_per_row : fit);
+}
+
+// Null `hints`: not wanted. Threads below `per_row` write; `warp_best` must be readable by all.
+__device__ inline void write_score_hints(float* hints, std::uint32_t per_row, std::uint32_t row, const float* warp_best, float offset) {
+  if (hints == nullptr || threadIdx.x >= per_row) return;
+  float best = -__builtin_huge_valf();
+  for (std::uint32_t warp = threadIdx.x; warp < warps_per_row; warp += per_row) best = max_ignoring_nan(best, warp_best[warp]);
+  const float score = best + offset;  // the candidate's score exactly as MaskedTopK forms it
+  hints[static_cast<std::size_t>(row) * per_row + threadIdx.x] = topk::is_selectable(score) ? score : -__builtin_huge_valf();
+}
+
 // Per live beam: offset = s_b - lse_b and bound = best allowed logit + offset (-inf when nothing is
 // selectable). Dead slots get bound -inf so the selection skips them without reading.
 // Rows of up to normalize_threads x Cached normalised columns stay in registers between the max
@@ -92,7 +118,8 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
                                                                      const std::uint32_t* nodes, const float* beam_scores,
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
                                                                      std::uint32_t token_offset, float* offsets, float* bounds,
-                                                                     const std::uint32_t* row_ptr, std::uint32_t* columns) {
+                                                                     const std::uint32_t* row_ptr, std::uint32_t* columns,
+                                                                     float* score_hints, std::uint32_t hints_per_row) {
   __shared__ float max_shared[normalize_threads / 32];
   __shared__ std::uint64_t sum_shared[normalize_threads / 32];
   const std::uint32_t row = blockIdx.x;
@@ -106,6 +133,7 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     // Every block waits for the scan before it ends, so that this kernel's end implies the scan's:
     // a programmatic launch after it (NoEarlyExit's select) waits for this kernel only.
     ::xgr::detail::wait_for_prior_grid();
+    if (score_hints != nullptr && threadIdx.x < hints_per_row) score_hints[row * hints_per_row + threadIdx.x] = negative_infinity;
     return;
   }
   const float beam_score = beam_scores[row];
@@ -176,23 +204,25 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token));
     if (child < column_capacity) row_columns[child] = token;
   }
-  best_allowed = block_max(best_allowed, max_shared);
+  best_allowed = block_max(best_allowed, max_shared);  // leaves each warp's best in max_shared
   if (threadIdx.x == 0) {
     const float bound = best_allowed + offset;  // monotone in the logit: bounds every candidate's score
     offsets[row] = offset;
     bounds[row] = bound > negative_infinity ? bound : negative_infinity;  // NaN (inf - inf) -> nothing selectable
   }
+  write_score_hints(score_hints, hints_per_row, row, max_shared, offset);
 }
 
 template <class T>
 void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, const std::uint32_t* nodes, const float* beam_scores,
                       std::uint32_t norm_begin, std::uint32_t norm_end, std::uint32_t token_offset, float* offsets, float* bounds,
-                      const std::uint32_t* row_ptr, std::uint32_t* columns, std::uint32_t rows, cudaStream_t stream) {
+                      const std::uint32_t* row_ptr, std::uint32_t* columns, float* score_hints, std::uint32_t hints_per_row,
+                      std::uint32_t rows, cudaStream_t stream) {
   const std::uint32_t normalized = norm_end - norm_begin;
   // A programmatic dependent launch: the rows' reads and sums overlap the offsets' scan before it.
   const auto launch = [&](auto kernel) {
     ::xgr::detail::launch_overlapping(kernel, rows, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                      token_offset, offsets, bounds, row_ptr, columns);
+                                      token_offset, offsets, bounds, row_ptr, columns, score_hints, hints_per_row);
   };
   constexpr std::uint32_t vector = 16 / sizeof(T);
   const bool vectorized = reinterpret_cast<std::uintptr_t>(logits.data) % 16 == 0 && (logits.row_stride * sizeof(T)) % 16 == 0 &&
@@ -328,7 +358,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
         level_offsets_(beam::detail::validate_config(config, trie.codebook_sizes())),
         max_slots_(config.max_requests * config.max_beam_width),
         pool_width_(config.top_k_per_beam != 0 && config.top_k_per_beam < config.max_beam_width ? config.top_k_per_beam : 0),
-        mask_words_((config.vocab + 31) / 32) {
+        mask_words_((config.vocab + 31) / 32),
+        hints_per_row_(beam::cuda_detail::score_hints_per_row(config.max_beam_width)) {
     const std::size_t levels = codebook_sizes_.size();
     for (int side = 0; side < 2; ++side) {
       scores_[side] = DeviceBuffer<float>(max_slots_);
@@ -343,6 +374,9 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     level_offsets_device_ = to_device(std::span<const std::uint32_t>(level_offsets_));
     offsets_ = DeviceBuffer<float>(max_slots_);
     bounds_ = DeviceBuffer<float>(max_slots_);
+    if constexpr (std::is_same_v<Select, topk::EarlyExit>) {
+      score_hints_ = DeviceBuffer<float>(max_slots_ * hints_per_row_);
+    }
     if constexpr (dense_mask) {
       mask_bits_ = DeviceBuffer<std::uint32_t>(max_slots_ * mask_words_);
     } else {
@@ -409,10 +443,15 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       mask = TopKMask::sparse(std::span<const std::uint32_t>(row_ptr_.data(), slots + 1), columns_.span());
     }
 
+    // The cap binds only below this batch's widest request (K >= B_r changes nothing).
+    const bool pooled = pool_width_ != 0 && pool_width_ < max_width_;
+    // EarlyExit's bound for each request comes from the normalisation's score hints instead of a
+    // sample of the logits.
+    float* const score_hints = std::is_same_v<Select, topk::EarlyExit> && !pooled ? score_hints_.data() : nullptr;
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
                                         static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
-                                        dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), slots,
-                                        exec.stream);
+                                        dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), score_hints,
+                                        hints_per_row_, slots, exec.stream);
 
     const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
@@ -423,11 +462,10 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     candidates.row_offsets = std::span<const float>(offsets_.data(), slots);
     candidates.row_score_bounds = std::span<const float>(bounds_.data(), slots);
     candidates.mask = mask;
-    // The cap binds only below this batch's widest request (K >= B_r changes nothing).
-    const bool pooled = pool_width_ != 0 && pool_width_ < max_width_;
     if (!pooled) {
       candidates.k = max_width_;
       candidates.group_row_offsets = groups;
+      if (score_hints != nullptr) candidates.row_score_hints = MatrixView<const float>{score_hints, slots, hints_per_row_, hints_per_row_};
       masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_);
     } else {
       // Each beam keeps its pool_width best candidates (a group per row), then the request selects
@@ -546,6 +584,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   std::size_t max_slots_;
   std::size_t pool_width_;
   std::size_t mask_words_;
+  std::uint32_t hints_per_row_;  // EarlyExit: score hints each normalisation block writes
   DeviceBuffer<float> scores_[2];
   DeviceBuffer<std::uint32_t> nodes_[2];
   DeviceBuffer<std::uint32_t> tokens_[2];
@@ -557,6 +596,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   DeviceBuffer<std::uint32_t> level_offsets_device_;
   DeviceBuffer<float> offsets_;
   DeviceBuffer<float> bounds_;
+  DeviceBuffer<float> score_hints_;  // EarlyExit: slots x hints_per_row_ (write_score_hints)
   DeviceBuffer<std::uint32_t> mask_bits_;
   DeviceBuffer<std::uint32_t> row_ptr_;
   DeviceBuffer<std::uint32_t> columns_;

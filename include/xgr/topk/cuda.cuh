@@ -20,6 +20,8 @@
 //   4. select         one block per group stages the survivors in shared memory, selects the k-th
 //                     exactly by splitting their range [bound, max] into bins, and writes the
 //                     winners in order (warp-sorted lists of 32, merged by binary search).
+//   With score hints from the caller (TopKProblem::row_score_hints), launches 1 and 2 are one
+//   hint_bound_kernel: the k-th best hint of each group, reached by k candidates whatever the input.
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, the filter's first tiles are loaded while the bound is selected, and
@@ -593,6 +595,45 @@ __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem
     best[j] = i < sampled_per_group ? values[i] : 0u;
   }
   const std::uint32_t score = block_select_value<Threads>(best, rank, rank / 8, k);
+  if (threadIdx.x == 0) {
+    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
+    survivor_max[group] = 0;
+    survivor_counts[group] = 0;
+  }
+}
+
+// Score hints as the kernels see them (TopKProblem::row_score_hints).
+struct ScoreHints {
+  const float* data = nullptr;  // rows x per_row, row stride `stride`; null: none
+  std::size_t stride = 0;
+  std::uint32_t per_row = 0;
+  std::uint32_t max_per_group = 0;  // max_rows_per_group x per_row: sizes the bound block
+};
+
+// Instead of the sample and bound kernels, when the caller gives score hints: one block per group
+// selects the k-th best of the group's hints. Each is the score of a different candidate, so at
+// least k candidates reach it whatever the input: the bound kernel's promise (a bound above 1 means
+// k selectable candidates), which the select checks all the same. Fewer than k selectable hints
+// give no bound (1). The first launch of the call.
+template <int Threads, class T>
+__global__ void __launch_bounds__(Threads) hint_bound_kernel(DeviceProblem<T> problem, ScoreHints hints, CandidateKey* bounds,
+                                                             CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+  // The filter blocks may become resident now: the streamed filter requests its first tiles
+  // before its wait.
+  ::xgr::detail::allow_dependent_launch();
+  const std::uint32_t group = blockIdx.x;
+  const std::uint32_t k = problem.k;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t count = (problem.group_end(group) - first_row) * hints.per_row;  // <= max_group_score_hints (validated)
+  std::uint32_t values[bound_values_per_thread];
+#pragma unroll
+  for (int j = 0; j < bound_values_per_thread; ++j) {
+    const std::uint32_t i = j * Threads + threadIdx.x;
+    const float hint =
+        i < count ? hints.data[(first_row + i / hints.per_row) * hints.stride + i % hints.per_row] : -__builtin_huge_valf();
+    values[j] = is_selectable(hint) ? ordered_bits(hint) : 0u;
+  }
+  const std::uint32_t score = block_select_value<Threads>(values, k, 0, k);
   if (threadIdx.x == 0) {
     bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
     survivor_max[group] = 0;
@@ -1545,8 +1586,8 @@ template <class T>
 }
 
 template <class T>
-void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const EarlyExitScratch& scratch, std::size_t capacity,
-                    const TopKResult& result, cudaStream_t stream) {
+void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positions, const EarlyExitScratch& scratch,
+                      cudaStream_t stream) {
   const auto blocks_per_group = static_cast<std::uint32_t>(sample_slots(max_positions, problem.k) / sample_threads);
   const std::uint32_t kept_per_warp = sample_kept_per_warp(blocks_per_group, problem.k);
   // blocks x 8 warps x kept <= max(2 x 512, 2k + 512) for k <= 1024: within what the bound kernel holds.
@@ -1570,6 +1611,12 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   ::xgr::detail::launch_overlapping(small_bound ? bound_kernel<small_bound_threads, T> : bound_kernel<bound_threads, T>, problem.groups,
                                     small_bound ? small_bound_threads : bound_threads, 0, stream, problem, blocks_per_group,
                                     scratch.sampled, sampled_per_group, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
+}
+
+// The filter and the select, launched overlapping the kernel that wrote the bounds.
+template <class T>
+void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity,
+                              const TopKResult& result, cudaStream_t stream) {
   if (problem.mask == MaskKind::sparse) {
     ::xgr::detail::launch_overlapping(filter_sparse_kernel<T>, problem.rows, filter_threads, 0, stream, problem, scratch.bounds,
                                       scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
@@ -1617,6 +1664,27 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
                 capacity, result, stream);
 }
 
+template <class T>
+void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
+                    const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream) {
+  if (hints.data != nullptr) {
+    // The caller's hints replace the sample and the bound kernels. An ordinary launch, like the
+    // sample kernel's (see sample_and_bound).
+    static_assert(bound_threads * bound_values_per_thread >= max_group_score_hints);
+    if (hints.max_per_group <= small_bound_threads * bound_values_per_thread) {
+      hint_bound_kernel<small_bound_threads, T><<<problem.groups, small_bound_threads, 0, stream>>>(
+          problem, hints, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
+    } else {
+      hint_bound_kernel<bound_threads, T><<<problem.groups, bound_threads, 0, stream>>>(problem, hints, scratch.bounds,
+                                                                                        scratch.survivor_max, scratch.survivor_counts);
+    }
+    XGR_CUDA_CHECK_LAUNCH();
+  } else {
+    sample_and_bound(problem, max_positions, scratch, stream);
+  }
+  launch_filter_and_select(problem, scratch, capacity, result, stream);
+}
+
 }  // namespace topk::cuda_detail
 
 // Scratch bytes the CUDA implementation needs for any problem within `limits`.
@@ -1643,7 +1711,11 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
   cudaStream_t stream = exec.stream;
 
   if constexpr (std::is_same_v<Policy, topk::EarlyExit>) {
-    topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), scratch,
+    const topk::cuda_detail::ScoreHints hints{
+        problem.row_score_hints.cols != 0 ? problem.row_score_hints.data : nullptr, problem.row_score_hints.row_stride,
+        static_cast<std::uint32_t>(problem.row_score_hints.cols),
+        static_cast<std::uint32_t>(limits.max_rows_per_group * problem.row_score_hints.cols)};
+    topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), hints, scratch,
                                       topk::cuda_detail::survivor_capacity(limits), result, stream);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
@@ -1682,7 +1754,7 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
                                 MatrixView<std::uint32_t>{scratch.row_indices, problem.rows(), k, k},
                                 std::span<std::uint32_t>(scratch.row_counts, problem.rows())};
     topk::cuda_detail::run_early_exit(topk::cuda_detail::device_problem(per_row),
-                                      topk::cuda_detail::max_group_positions(per_row, row_limits), scratch.per_row,
+                                      topk::cuda_detail::max_group_positions(per_row, row_limits), {}, scratch.per_row,
                                       topk::cuda_detail::survivor_capacity(row_limits), row_result, stream);
     // 2) merge: the group's top-k among its rows' winners.
     const std::size_t group_stride = limits.max_rows_per_group * limits.max_k;

@@ -64,6 +64,14 @@ struct TopKProblem {
   // log-probabilities (log p <= 0). Rows whose bound cannot beat the running k-th bound are skipped
   // without reading them. A wrong bound yields wrong results; omit it when unsure.
   std::span<const float> row_score_bounds;
+  // Optional: scores of candidates the caller has already seen, a few per row (rows x hints, NaN
+  // or -inf where there is none), each the score of a different candidate of its row, such as the
+  // best allowed score of each part of the row. The CUDA EarlyExit policy takes the k-th best hint
+  // of each group as the group's bound (at least k candidates reach it) instead of sampling the
+  // group. Results are exact for any values: where fewer than k candidates reach the bound, the
+  // group is selected over its input instead (slower). A group's hints (its rows x hints) must
+  // number at most max_group_score_hints. The host reference checks the shape and ignores them.
+  MatrixView<const float> row_score_hints;
   TopKMask mask;
 
   [[nodiscard]] std::size_t rows() const noexcept { return scores.rows; }
@@ -96,6 +104,10 @@ template <class T>
 [[nodiscard]] TopKLimits limits_of(const TopKProblem<T>& problem, std::size_t max_rows_per_group) {
   return {problem.groups(), problem.rows(), max_rows_per_group, problem.vocab(), problem.k, problem.mask.columns.size()};
 }
+
+// The most score hints a group may have (TopKProblem::row_score_hints): what one block of the
+// CUDA bound kernel holds.
+inline constexpr std::size_t max_group_score_hints = 4096;
 
 // The largest k xgr's kernels accept; the host reference has no such limit but checks it too so
 // that both implementations accept the same problems.
@@ -151,6 +163,15 @@ void validate_shape(const TopKProblem<T>& problem, const TopKResult& result, con
                    "row_offsets must be empty or hold one value per row");
   require_argument(problem.row_score_bounds.empty() || problem.row_score_bounds.size() >= problem.rows(), op,
                    "row_score_bounds must be empty or hold one value per row");
+  if (problem.row_score_hints.cols != 0) {
+    require_argument(problem.row_score_hints.rows >= problem.rows() && problem.row_score_hints.data != nullptr, op,
+                     "row_score_hints must hold a row of hints per score row");
+    require_argument(limits.max_rows_per_group * problem.row_score_hints.cols <= max_group_score_hints, op, [&] {
+      return "max_rows_per_group x hints per row = " + std::to_string(limits.max_rows_per_group) + " x " +
+             std::to_string(problem.row_score_hints.cols) + " exceeds max_group_score_hints = " +
+             std::to_string(max_group_score_hints);
+    });
+  }
   switch (problem.mask.kind) {
     case MaskKind::none: break;
     case MaskKind::bitset:
