@@ -446,8 +446,10 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     // The cap binds only below this batch's widest request (K >= B_r changes nothing).
     const bool pooled = pool_width_ != 0 && pool_width_ < max_width_;
     // EarlyExit's bound for each request comes from the normalisation's score hints instead of a
-    // sample of the logits.
-    float* const score_hints = std::is_same_v<Select, topk::EarlyExit> && !pooled ? score_hints_.data() : nullptr;
+    // sample of the logits. Not at level 0: a request has one live beam then, whose few hints
+    // cannot number k (unless k is that small), and the sample does better.
+    const bool hinted = std::is_same_v<Select, topk::EarlyExit> && !pooled && (level > 0 || max_width_ <= hints_per_row_);
+    float* const score_hints = hinted ? score_hints_.data() : nullptr;
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
                                         static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
                                         dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), score_hints,
