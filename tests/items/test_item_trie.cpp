@@ -131,7 +131,7 @@ TEST_CASE("nodes are numbered breadth first, each depth in lexicographic prefix 
   }
 }
 
-TEST_CASE("children are sorted by code and child() finds each code by binary search") {
+TEST_CASE("children are sorted by code and child() finds each code") {
   std::mt19937_64 rng = xgr::test::make_rng(303);
   for (int trial = 0; trial < 30; ++trial) {
     const std::size_t levels = 1 + static_cast<std::size_t>(trial % 4);
@@ -179,6 +179,34 @@ TEST_CASE("children are sorted by code and child() finds each code by binary sea
     }
     CHECK(view.child_count(xgr::no_trie_node) == 0);
     CHECK(view.child(xgr::no_trie_node, 0) == xgr::no_trie_node);
+  }
+}
+
+TEST_CASE("child() finds every code of nodes of every fan-out around its search's steps") {
+  // child() narrows the range eightfold a round while more than 16 codes remain, then counts the
+  // rest: fan-outs at and around those sizes, up to a whole codebook of 65,536, probed with every
+  // code of the codebook (and one past it) against a direct map.
+  std::mt19937_64 rng = xgr::test::make_rng(305);
+  for (const std::uint32_t fan_out : {1u, 2u, 7u, 15u, 16u, 17u, 18u, 23u, 64u, 127u, 128u, 129u, 135u, 1000u, 1031u, 8192u, 65536u}) {
+    const std::uint32_t codebook = fan_out == 65536u ? 65536u : std::min<std::uint32_t>(65536u, fan_out * 3 + 5);
+    std::vector<std::uint32_t> codes(codebook);
+    for (std::uint32_t code = 0; code < codebook; ++code) codes[code] = code;
+    std::shuffle(codes.begin(), codes.end(), rng);
+    codes.resize(fan_out);
+    xgr::ItemTable table;
+    table.codebook_sizes = {codebook};
+    for (std::uint32_t i = 0; i < fan_out; ++i) {
+      table.item_ids.push_back(i);
+      table.codes.push_back(codes[i]);
+    }
+    const xgr::ItemTrie trie = xgr::build_item_trie(table);
+    const xgr::ItemTrieView view = trie.view();
+    REQUIRE(view.child_count(0) == fan_out);
+    std::vector<std::uint32_t> node_of(codebook + 1, xgr::no_trie_node);
+    for (std::uint32_t child = view.children_begin(0); child < view.children_end(0); ++child) node_of[view.node_code[child]] = child;
+    std::size_t wrong = 0;
+    for (std::uint32_t code = 0; code <= codebook; ++code) wrong += view.child(0, code) != node_of[code] ? 1 : 0;
+    CHECK_MESSAGE(wrong == 0, "fan-out " << fan_out << ": " << wrong << " codes found wrongly");
   }
 }
 

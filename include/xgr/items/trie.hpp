@@ -67,19 +67,25 @@ struct ItemTrieView {
     return children_end(node) - children_begin(node);
   }
 
-  // The child of `node` reached by `code`, or no_trie_node: binary search over the sorted codes.
+  // The child of `node` reached by `code`, or no_trie_node: a search of the sorted codes that
+  // narrows the range eightfold a round, with seven independent loads, then counts the last 16 or
+  // fewer codes at once. On a GPU each round is a trip to memory, and a binary search makes one
+  // per halving: 7 for a node of 122 children, here 2; 13 for 8,192, here 4.
   [[nodiscard]] XGR_HOST_DEVICE std::uint32_t child(std::uint32_t node, std::uint32_t code) const noexcept {
+    const std::uint32_t end = children_end(node);
     std::uint32_t low = children_begin(node);
-    std::uint32_t high = children_end(node);
-    while (low < high) {
-      const std::uint32_t middle = low + (high - low) / 2;
-      if (node_code[middle] < code) {
-        low = middle + 1;
-      } else {
-        high = middle;
-      }
+    std::uint32_t high = end;  // the first child whose code is >= `code` lies in [low, high]
+    while (high - low > 16) {
+      const std::uint32_t step = (high - low) / 8;
+      std::uint32_t below = 0;  // pivots low + p * step (p = 1..7) with a smaller code: a prefix of them
+      for (std::uint32_t p = 1; p < 8; ++p) below += node_code[low + p * step] < code ? 1u : 0u;
+      const std::uint32_t new_low = below == 0 ? low : low + below * step + 1;
+      high = below == 7 ? high : low + (below + 1) * step;
+      low = new_low;
     }
-    return low < children_end(node) && node_code[low] == code ? low : no_trie_node;
+    std::uint32_t first = low;  // + the codes of [low, high) below `code`, a prefix of them
+    for (std::uint32_t i = 0; i < 16; ++i) first += low + i < high && node_code[low + i] < code ? 1u : 0u;
+    return first < end && node_code[first] == code ? first : no_trie_node;
   }
 };
 
