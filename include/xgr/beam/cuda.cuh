@@ -18,7 +18,7 @@
 //                     cannot beat the request's k-th bound are never read again.
 //                     With a per-beam cap K < B, a per-row MaskedTopK first keeps each beam's K best.
 //   4. update         one block per request turns winners into beams: parent, token, score, trie
-//                     child (binary search), token history, ancestry.
+//                     child (ItemTrieView::child), token history, ancestry.
 //
 // Normalize, and the update after the selection, are programmatic dependent launches of the
 // kernel before them (detail::launch_overlapping): their blocks become resident while that kernel

@@ -9,7 +9,7 @@
 //   * Items are sorted by code tuple before the build, so the children of a node are consecutive ids,
 //     sorted by code: node n's children are [child_begin[n], child_begin[n + 1]). One offset array
 //     (CSR) serves every level, and a node's allowed codes are node_code[child_begin[n] ..].
-//   * Finding the child with a given code is a binary search over those sorted codes, O(log fan-out).
+//   * Finding the child with a given code searches those sorted codes, O(log fan-out) (see child()).
 //   * Depth-L nodes (leaves) are complete tuples; leaf i owns item_ids[leaf_item_begin[i] ..
 //     leaf_item_begin[i + 1]). Several items with the same tuple share a leaf (duplicates, reported
 //     by the build); their ids keep the order of the input table.
