@@ -1671,13 +1671,10 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     // The caller's hints replace the sample and the bound kernels. An ordinary launch, like the
     // sample kernel's (see sample_and_bound).
     static_assert(bound_threads * bound_values_per_thread >= max_group_score_hints);
-    if (hints.max_per_group <= small_bound_threads * bound_values_per_thread) {
-      hint_bound_kernel<small_bound_threads, T><<<problem.groups, small_bound_threads, 0, stream>>>(
-          problem, hints, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
-    } else {
-      hint_bound_kernel<bound_threads, T><<<problem.groups, bound_threads, 0, stream>>>(problem, hints, scratch.bounds,
-                                                                                        scratch.survivor_max, scratch.survivor_counts);
-    }
+    const bool small_bound = hints.max_per_group <= small_bound_threads * bound_values_per_thread;
+    const auto kernel = small_bound ? hint_bound_kernel<small_bound_threads, T> : hint_bound_kernel<bound_threads, T>;
+    kernel<<<problem.groups, small_bound ? small_bound_threads : bound_threads, 0, stream>>>(problem, hints, scratch.bounds,
+                                                                                         scratch.survivor_max, scratch.survivor_counts);
     XGR_CUDA_CHECK_LAUNCH();
   } else {
     sample_and_bound(problem, max_positions, scratch, stream);
