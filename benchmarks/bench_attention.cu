@@ -10,6 +10,10 @@
 //   x_floor       median / max(kv_floor, tc_floor)
 //   per_beam_us   the copy-on-fork baseline on the same shape (every beam reads its own prompt copy),
 //                 or 0 where its copies do not fit in device memory
+//   mma_sync_us   the same call on the portable mma.sync kernel
+//
+// XGR_BENCH_STAGED_ONLY=1 in the environment skips the two baselines (mma_sync_us and per_beam_us
+// read 0): for comparing builds of the staged kernels, where the baselines take most of the time.
 //
 // Also: prefill rows, and how many (P = 2048, B = 256) requests of an 8-layer model fit in 60 GiB of
 // KV under each policy (real pools, admitted until full).
@@ -19,6 +23,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -99,6 +104,14 @@ void fill(std::span<T> data, std::uint64_t seed) {
   XGR_CUDA_CHECK_LAUNCH();
 }
 
+bool staged_only() {
+  static const bool value = [] {
+    const char* setting = std::getenv("XGR_BENCH_STAGED_ONLY");
+    return setting != nullptr && std::string(setting) == "1";
+  }();
+  return value;
+}
+
 void decode(benchmark::State& state, const Shape& shape) {
   const xgr::KvShape kv_shape{1, kv_heads, head_dim};
   const xgr::exec::cuda exec{};
@@ -148,6 +161,11 @@ void decode(benchmark::State& state, const Shape& shape) {
   state.counters["TFLOPS"] = flops / median_s * 1e-12;
   state.counters["splits"] = xgr::attention::decode_splits(batch.view(), kv_heads, q_heads / kv_heads, limits.max_splits);
 
+  state.counters["wgmma"] = xgr::attention::detail::wgmma::available() ? 1.0 : 0.0;
+  state.counters["mma_sync_us"] = 0.0;
+  state.counters["per_beam_us"] = 0.0;
+  if (staged_only()) return;
+
   // The portable mma.sync prefix kernel on the same step (the default takes wgmma on Hopper).
   xgr::attention::Options portable = options;
   portable.allow_wgmma = false;
@@ -156,13 +174,11 @@ void decode(benchmark::State& state, const Shape& shape) {
                            workspace, limits);
   });
   state.counters["mma_sync_us"] = portable_s * 1e6;
-  state.counters["wgmma"] = xgr::attention::detail::wgmma::available() ? 1.0 : 0.0;
 
   // The copy-on-fork baseline on the same shape, where its B copies of every prompt fit.
   const std::size_t cow_bytes = shape.requests * xgr::CopyOnForkKvCache<bfloat16>::request_bytes(kv_shape, page_tokens, shape.prompt,
                                                                                                    shape.beams, steps);
   state.counters["per_beam_GiB"] = gib(cow_bytes);
-  state.counters["per_beam_us"] = 0.0;
   if (cow_bytes <= (std::size_t{40} << 30)) {
     pool = xgr::DeviceKvPool<bfloat16>(xgr::KvPoolConfig{kv_shape, page_tokens, 1, 1, 64, 1, 1});  // free the staged pool first
     const std::size_t pages_per_beam = (shape.prompt + steps + page_tokens - 1) / page_tokens;
