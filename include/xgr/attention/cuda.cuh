@@ -751,12 +751,16 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
   }
 }
 
+// Resident decode_prefix_kernel blocks per multiprocessor, which decode_splits counts on: the launch
+// bound holds every instantiation to it (the wgmma block of 256 threads to 128 registers).
+inline constexpr int decode_blocks_per_sm = 2;
+
 // Stage 1 of staged decode. grid (m tiles over max_beams * group rows, kv_heads * splits, requests).
 // With Fused (one split), the block finishes the job itself: each row's own decode tokens are merged
 // into the prefix result in the epilogue (the row's query is still in shared memory) and the output
 // is written directly, skipping the fp32 partials and the merge kernel.
 template <class T, int HeadDim, class Shape, class Layout, bool Fused, bool Hopper>
-__global__ void __launch_bounds__(Shape::threads) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step,
+__global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step,
                                                                   Geometry geometry, int splits, const T* q, float* partial_o,
                                                                   float* partial_lse, T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -1193,13 +1197,13 @@ void prefill(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, 
 }
 
 // How many prompt chunks a batch is split into. Splitting pays only while the blocks of one split do
-// not fill the resident slots of the GPU (two blocks per multiprocessor): beyond that it adds
+// not fill the resident slots of the GPU (decode_blocks_per_sm per multiprocessor): beyond that it adds
 // partial-result traffic and a merge pass without adding parallelism. Chunks stay at least 256 keys
 // long, and at most limits.max_splits.
 [[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
   const std::size_t rows_per_block = detail::WideBlock::rows;
   const std::size_t blocks = std::max<std::size_t>(1, (batch.total_beams * group + rows_per_block - 1) / rows_per_block * kv_heads);
-  const std::size_t resident = 2 * static_cast<std::size_t>(detail::multiprocessors());
+  const std::size_t resident = std::size_t{detail::decode_blocks_per_sm} * static_cast<std::size_t>(detail::multiprocessors());
   const std::size_t wanted = std::max<std::size_t>(1, resident / blocks);
   const std::size_t by_length = std::max<std::size_t>(1, batch.max_prompt_tokens / 256);
   return static_cast<int>(std::clamp<std::size_t>(wanted, 1, std::min(max_splits, by_length)));
