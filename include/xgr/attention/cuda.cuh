@@ -430,7 +430,7 @@ struct Instr;
 #define XGR_WGMMA_INSTR(TYPE, PTX_TYPE)                                                                          \
   template <>                                                                                                    \
   struct Instr<TYPE> {                                                                                           \
-    __device__ static void s(float (&s)[8][4], std::uint64_t a, std::uint64_t b) {                               \
+    __device__ static void s(float (&s)[8][4], std::uint64_t a, std::uint64_t b, int accumulate) {               \
       XGR_WGMMA_S(PTX_TYPE)                                                                                      \
     }                                                                                                            \
     __device__ static void pv(float (&o)[16][4], const std::uint32_t (&a)[4], std::uint64_t b) {                 \
@@ -443,7 +443,7 @@ struct Instr;
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." PTX_TYPE "." PTX_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
                : "+f"(s[0][0]), "+f"(s[0][1]), "+f"(s[0][2]), "+f"(s[0][3]), "+f"(s[1][0]), "+f"(s[1][1]), "+f"(s[1][2]), "+f"(s[1][3]), "+f"(s[2][0]), "+f"(s[2][1]), "+f"(s[2][2]), "+f"(s[2][3]), "+f"(s[3][0]), "+f"(s[3][1]), "+f"(s[3][2]), "+f"(s[3][3]), "+f"(s[4][0]), "+f"(s[4][1]), "+f"(s[4][2]), "+f"(s[4][3]), "+f"(s[5][0]), "+f"(s[5][1]), "+f"(s[5][2]), "+f"(s[5][3]), "+f"(s[6][0]), "+f"(s[6][1]), "+f"(s[6][2]), "+f"(s[6][3]), "+f"(s[7][0]), "+f"(s[7][1]), "+f"(s[7][2]), "+f"(s[7][3])                                                                                           \
-               : "l"(a), "l"(b), "r"(1));
+               : "l"(a), "l"(b), "r"(accumulate));
 #define XGR_WGMMA_PV(PTX_TYPE)                                                                                   \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                     \
                "wgmma.mma_async.sync.aligned.m64n128k16.f32." PTX_TYPE "." PTX_TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
@@ -530,22 +530,24 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
 
   int stage = 0;
   for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
+    cp_async_wait<0>();
+    wgmma::fence_shared_for_async_proxy();
+    // One barrier a tile: this tile has landed for every thread, and every warpgroup's wgmma of the
+    // previous tile has completed, so its stage may be refilled with the next tile.
+    __syncthreads();
     if (first_key + key_tile < key_end) load_keys(stage ^ 1, first_key + key_tile);
     cp_async_commit();
-    cp_async_wait<1>();
-    wgmma::fence_shared_for_async_proxy();
-    __syncthreads();
     const std::uint32_t k_base = shared_address(kv_smem + (stage * 2 + 0) * 2 * wgmma::tile_bytes);
     const std::uint32_t v_base = shared_address(kv_smem + (stage * 2 + 1) * 2 * wgmma::tile_bytes);
 
     // S = Q K^T: 8 steps of 16 dims; a step advances 32 bytes inside a 128-byte swizzled row, and the
-    // second half of the dims lives in the next tile.
-    float s[key_tile / 8][4] = {};
+    // second half of the dims lives in the next tile. The first step overwrites the accumulators.
+    float s[key_tile / 8][4];
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < HeadDim / 16; ++kk) {
       const std::uint32_t step_offset = (kk / 4) * wgmma::tile_bytes + (kk % 4) * 32;
-      wgmma::Instr<T>::s(s, wgmma::descriptor(q_base + step_offset, 16, 1024), wgmma::descriptor(k_base + step_offset, 16, 1024));
+      wgmma::Instr<T>::s(s, wgmma::descriptor(q_base + step_offset, 16, 1024), wgmma::descriptor(k_base + step_offset, 16, 1024), kk != 0);
     }
     wgmma::commit_and_wait();
 
@@ -600,7 +602,6 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       wgmma::Instr<T>::pv(o, a[kc], wgmma::descriptor(v_base + kc * 2048, wgmma::tile_bytes, 1024));
     }
     wgmma::commit_and_wait();
-    __syncthreads();  // the stage is overwritten by the next iteration's prefetch
   }
   cp_async_wait<0>();
 
