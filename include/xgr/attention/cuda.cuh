@@ -417,6 +417,14 @@ __device__ __forceinline__ void commit_and_wait() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
+// 2^x on the special-function unit, subnormal results flushed to zero: exp2f without fast math adds
+// three instructions around it to keep them, and a weight below 2^-126 of the row's largest does not
+// change a sum of at least 1.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 // cp.async writes through the generic proxy; wgmma reads through the async proxy.
 __device__ __forceinline__ void fence_shared_for_async_proxy() {
 #if XGR_ATTENTION_WGMMA
@@ -570,20 +578,24 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
       const float new_max = fmaxf(row_max[half_row], tile_max);
       const float base = new_max == -INFINITY ? 0.0f : new_max;
-      const float correction = exp2f(row_max[half_row] - base);
+      const float correction = wgmma::exp2_ftz(row_max[half_row] - base);
       row_max[half_row] = new_max;
       float tile_sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < key_tile / 8; ++nt) {
-        s[nt][half_row * 2] = exp2f(s[nt][half_row * 2] - base);
-        s[nt][half_row * 2 + 1] = exp2f(s[nt][half_row * 2 + 1] - base);
+        s[nt][half_row * 2] = wgmma::exp2_ftz(s[nt][half_row * 2] - base);
+        s[nt][half_row * 2 + 1] = wgmma::exp2_ftz(s[nt][half_row * 2 + 1] - base);
         tile_sum += s[nt][half_row * 2] + s[nt][half_row * 2 + 1];
       }
       row_sum[half_row] = row_sum[half_row] * correction + tile_sum;
+      // Once the rows' maxima settle (after a few tiles), most tiles leave every row of a warp
+      // unscaled: the warp then skips the 32 multiplications.
+      if (__any_sync(0xffffffffu, correction != 1.0f)) {
 #pragma unroll
-      for (int dn = 0; dn < HeadDim / 8; ++dn) {
-        o[dn][half_row * 2] *= correction;
-        o[dn][half_row * 2 + 1] *= correction;
+        for (int dn = 0; dn < HeadDim / 8; ++dn) {
+          o[dn][half_row * 2] *= correction;
+          o[dn][half_row * 2 + 1] *= correction;
+        }
       }
     }
 
