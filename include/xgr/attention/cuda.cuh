@@ -773,9 +773,9 @@ inline constexpr int decode_blocks_per_sm = 2;
 // into the prefix result in the epilogue (the row's query is still in shared memory) and the output
 // is written directly, skipping the fp32 partials and the merge kernel.
 template <class T, int HeadDim, class Shape, class Layout, bool Fused, bool Hopper>
-__global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm) decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step,
-                                                                  Geometry geometry, int splits, const T* q, float* partial_o,
-                                                                  float* partial_lse, T* out) {
+__global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
+    decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step, Geometry geometry, int splits, const T* q,
+                         float* partial_o, float* partial_lse, T* out) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int i = blockIdx.z;
   const int kv_head = blockIdx.y / splits;
