@@ -66,8 +66,8 @@ def main():
         row = [build[name] / base[name] for build in builds]
         for column, ratio in zip(ratios, row):
             column.append(ratio)
-        times = " | ".join(f"{times[name]:.1f}" for times in [base] + builds)
-        print(f"| {name} | {times} | " + " | ".join(f"{ratio:.2f}" for ratio in row) + " |")
+        cells = " | ".join(f"{build[name]:.1f}" for build in [base] + builds)
+        print(f"| {name} | {cells} | " + " | ".join(f"{ratio:.2f}" for ratio in row) + " |")
     every = set(order).union(*builds)
     missing = len(every) - len(rows)
     print()
