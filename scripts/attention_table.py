@@ -22,9 +22,9 @@ def main(path, torch_path=None):
     for b in rows:
         if b["name"].startswith("attention/tensor_core_ceiling"):
             print(f"Tensor-core ceiling (cuBLAS bf16 GEMM 8192³, fp32 accumulate): {b['TFLOPS']:.0f} TFLOPS\n")
-    print("| requests | beams | prompt | staged µs | KV floor µs | TC floor µs | x max floor | TFLOPS | splits | mma.sync µs "
+    print("| requests | beams | prompt | staged µs | host-paced µs | KV floor µs | TC floor µs | x max floor | TFLOPS | splits | mma.sync µs "
           "| per-beam copy µs | staged speed-up | SDPA expanded µs | x SDPA expanded | SDPA shared µs |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for b in rows:
         if not b["name"].startswith("attention/decode/"):
             continue
@@ -38,7 +38,7 @@ def main(path, torch_path=None):
         expanded_text = f"{expanded:.0f}" if expanded > 0 else ("skipped (> 40 GiB)" if t else "—")
         ratio = f"{expanded / b['median_us']:.1f}×" if expanded > 0 else "—"
         shared = f"{t['sdpa_shared_us']:.0f}" if t else "—"
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {b['median_us']:.1f} | {b['kv_floor_us']:.1f} | {b['tc_floor_us']:.1f} | "
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {b['median_us']:.1f} | {b.get('host_paced_us', 0.0):.1f} | {b['kv_floor_us']:.1f} | {b['tc_floor_us']:.1f} | "
               f"{b['x_floor']:.2f} | {b['TFLOPS']:.0f} | {b['splits']:.0f} | {b.get('mma_sync_us', 0.0):.1f} | {per_beam_text} | {speedup} | {expanded_text} | {ratio} | {shared} |")
     prefill = [b for b in rows if b["name"].startswith("attention/prefill/")]
     if prefill:

@@ -39,6 +39,7 @@ struct Scenario {
   std::vector<std::size_t> prompts;
   std::vector<std::size_t> beams;
   std::size_t max_splits = 8;
+  float softmax_scale = 0.0f;  // Options::softmax_scale: 0 takes 1 / sqrt(head_dim)
 };
 
 template <class T>
@@ -151,6 +152,7 @@ std::string describe(const Scenario& s) {
                      std::to_string(s.group) + " d " + std::to_string(s.head_dim) + " page " + std::to_string(s.page_tokens) +
                      " splits<=" + std::to_string(s.max_splits) + " requests";
   for (std::size_t i = 0; i < s.prompts.size(); ++i) text += " (P " + std::to_string(s.prompts[i]) + ", B " + std::to_string(s.beams[i]) + ")";
+  text += " steps " + std::to_string(s.steps) + " scale " + std::to_string(s.softmax_scale);
   return text;
 }
 
@@ -162,7 +164,8 @@ void run_scenario(const Scenario& s, std::mt19937_64& rng, double tolerance) {
   Pools<T, Layout> pools(s);
   const xgr::exec::cuda exec{};
   const std::size_t q_heads = s.kv_heads * s.group;
-  const xgr::attention::Options options{q_heads};
+  xgr::attention::Options options{q_heads};
+  options.softmax_scale = s.softmax_scale;
   const std::size_t tokens = pools.host_batch.view().total_tokens;
   const std::size_t rows = pools.host_batch.view().total_beams;
 
@@ -336,9 +339,31 @@ TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams
       {2, 2, 128, 4, 128, 3, {127, 128, 129, 256}, {7, 1, 32, 33}, 3},
       {1, 4, 128, 4, 64, 3, {1000}, {256}, 8},
       {1, 1, 128, 32, 64, 2, {300}, {9}, 1},
+      // Groups that do not divide a block's 128 rows: a block's rows end inside a beam, and the next
+      // block starts inside it. One split (own tokens merged in the prefix kernel) and several.
+      {1, 2, 128, 3, 64, 4, {200, 70}, {50, 43}, 1},
+      {1, 1, 64, 6, 64, 3, {150}, {45}, 8},
+      // 130 beams of one query head: a block holds 128 beams, so the fused epilogue stages one step
+      // of their own tokens at a time (nine chunks), and the last block holds two beams.
+      {1, 1, 128, 1, 64, 9, {100}, {130}, 1},
+      {1, 1, 64, 1, 128, 9, {100}, {130}, 1},
   };
   for (const Scenario& s : scenarios) run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);
   report_worst("bf16 edge shapes");
+}
+
+TEST_CASE("a custom softmax scale, positive or negative, reaches every kernel") {
+  auto rng = xgr::test::make_rng(505);
+  for (const float scale : {0.02f, 0.3f, -0.05f}) {
+    Scenario s{1, 2, 128, 4, 64, 3, {190, 64}, {24, 40}, 1, scale};
+    run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);  // one split: the fused epilogue
+    s.max_splits = 4;
+    run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);  // split partials and the merge kernel
+    s.head_dim = 64;
+    run_scenario<xgr::half, xgr::kv::LayerMajor>(s, rng, 3e-3);
+    run_scenario<float, xgr::kv::PageMajor>(s, rng, 1e-5);
+  }
+  report_worst("custom softmax scales");
 }
 
 TEST_CASE("decode rejects a workspace sized for a smaller batch") {

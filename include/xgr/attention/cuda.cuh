@@ -75,6 +75,8 @@ struct MmaType<bfloat16> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
   __device__ static float to_float(bfloat16 x) { return detail_bits_to_float(x.bits); }
+  // The two elements of a packed pair (the lower address first).
+  __device__ static float2 unpack(std::uint32_t pair) { return make_float2(__uint_as_float(pair << 16), __uint_as_float(pair & 0xFFFF0000u)); }
   __device__ static float detail_bits_to_float(std::uint16_t bits) { return __uint_as_float(static_cast<std::uint32_t>(bits) << 16); }
 };
 template <>
@@ -90,6 +92,11 @@ struct MmaType<half> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
   __device__ static float to_float(half x) { return __half2float(__ushort_as_half(x.bits)); }
+  __device__ static float2 unpack(std::uint32_t pair) {
+    __half2 value;
+    *reinterpret_cast<std::uint32_t*>(&value) = pair;
+    return __half22float2(value);
+  }
 };
 
 __device__ __forceinline__ std::uint32_t shared_address(const void* pointer) {
@@ -391,9 +398,11 @@ namespace wgmma {
 
 inline constexpr int tile_bytes = 64 * 128;
 using HopperBlock = BlockShape<8, 1>;  // 2 warpgroups x 64 rows
-// Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, plus 1 KiB to align the
-// base: swizzle atoms must start on 1024-byte boundaries.
-inline constexpr std::size_t smem_bytes = (4 + 2 * 2 * 2) * std::size_t{tile_bytes} + 1024;
+// Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, 512 bytes for the fused
+// decode epilogue's lineage (the stages then hold a step of 128 beams' own tokens), plus 1 KiB to
+// align the base: swizzle atoms must start on 1024-byte boundaries.
+inline constexpr int kv_and_lineage_bytes = 2 * 2 * 2 * tile_bytes + 512;
+inline constexpr std::size_t smem_bytes = 4 * std::size_t{tile_bytes} + kv_and_lineage_bytes + 1024;
 
 __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
@@ -632,13 +641,13 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
   }
 }
 
-// The query element (row, column) of the block, from the swizzled Q tiles.
+// The query elements (row, column) and (row, column + 1) of the block, column even, from the swizzled
+// Q tiles (a pair never straddles a 16-byte chunk).
 template <class T>
-__device__ __forceinline__ float wgmma_query_at(const unsigned char* q_smem, int row, int column) {
+__device__ __forceinline__ std::uint32_t wgmma_query_pair_at(const unsigned char* q_smem, int row, int column) {
   const int local = row % 64;
   const unsigned char* tile = q_smem + ((row / 64) * 2 + column / 64) * wgmma::tile_bytes;
-  const T* chunk = reinterpret_cast<const T*>(tile + wgmma::swizzled(local, (column % 64) / 8));
-  return MmaType<T>::to_float(chunk[column % 8]);
+  return *reinterpret_cast<const std::uint32_t*>(tile + wgmma::swizzled(local, (column % 64) / 8) + (column % 8) * sizeof(T));
 }
 
 // --- kernels ------------------------------------------------------------------------------------
@@ -697,63 +706,130 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(Keys keys, KvBa
   store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
-// The fused epilogue of staged decode. Each thread holds 2 * HeadDim / 8 columns of its rows (the
-// mma accumulator layout: columns dn * 8 + 2t, +1); the four threads of a quad share a row, so a dot
-// product is a partial sum per thread plus two shuffles. Rows walk their ancestry back from `step`;
-// every thread runs the same number of iterations (a dead link only stops contributing), so the
-// shuffles stay convergent.
-// query_at(row, column) reads the block's query element (from shared memory, in whatever layout the
-// tile routine keeps it).
-template <class T, int HeadDim, class Shape, class Layout, class QueryAt, class BeamOf, class OutRow>
-__device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, Shape::m_tiles>& result, int rows,
+// The fused epilogue of staged decode: each row's own decode tokens (steps `step` down to 0, found by
+// walking the ancestry table back from the row's beam) are merged into the prefix result, and the
+// output is written. Each thread holds 2 * HeadDim / 8 columns of its rows (the mma accumulator
+// layout: columns dn * 8 + 2t, +1); the four threads of a quad share a row, so a dot product is a
+// partial sum per thread plus two shuffles.
+//
+// The tokens are staged in shared memory (`staging`: the K/V tile stages, free once the prefix loop
+// has ended), a chunk of steps at a time: the walker threads (one per beam of the block) write each
+// beam's ancestor at every step of the chunk to `lineage`, then the whole block requests the chunk's
+// K and V rows at once. A chunk thus costs one dependent parent load per step and one round trip for
+// its tokens; a row walking its own chain paid a parent, a K and a V round trip per step, serially,
+// while the tensor cores of the multiprocessor idled.
+// query_pair_at(row, column) reads the block's query elements (row, column) and (row, column + 1),
+// column even, packed (from shared memory, in whatever layout the tile routine keeps it).
+template <class T, int HeadDim, class Shape, int StagingBytes, class Layout, class QueryPairAt, class OutRow>
+__device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, Shape::m_tiles>& result, int rows, int first_row, int group,
                                                            const KvPoolView<T, Layout>& pool, int slot, int layer, int kv_head, int step,
-                                                           float scale, QueryAt&& query_at, BeamOf&& beam_of, T* out, OutRow&& out_row) {
+                                                           float scale, QueryPairAt&& query_pair_at, unsigned char* staging, T* out,
+                                                           OutRow&& out_row) {
   using Mma = MmaType<T>;
+  constexpr int row_bytes = HeadDim * static_cast<int>(sizeof(T));
+  constexpr int pair_bytes = 2 * row_bytes;  // a token's K row, then its V row
+  constexpr int row_chunks = row_bytes / 16;
+  constexpr int capacity = StagingBytes / (pair_bytes + static_cast<int>(sizeof(unsigned)));  // (step, beam) pairs a chunk holds
+  static_assert(capacity >= Shape::rows, "a chunk must hold at least one step of the block's beams");
+  constexpr unsigned dead = no_parent;  // a link past the beam's first step, or a dead beam's
+  unsigned* lineage = reinterpret_cast<unsigned*>(staging + capacity * pair_bytes);  // [chunk step][beam]
+  const int first_beam = first_row / group;
+  const int beams = (first_row + rows - 1) / group - first_beam + 1;
+  const int chunk_steps = capacity / beams;
   const int quad_lane = threadIdx.x % 4;
+
+  float max[Shape::m_tiles][2], sum[Shape::m_tiles][2];  // weights relative to `max`; the prefix part is normalised
+#pragma unroll
+  for (int mt = 0; mt < Shape::m_tiles; ++mt) {
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      max[mt][half_row] = result.lse[mt][half_row];
+      sum[mt][half_row] = max[mt][half_row] == -INFINITY ? 0.0f : 1.0f;
+    }
+  }
+  unsigned walker = first_beam + static_cast<int>(threadIdx.x);  // the ancestor at step `top` of this thread's beam
+  // Every warp's last reads of the K/V stages (wgmma or ldmatrix) are done before they are refilled.
+  __syncthreads();
+  for (int top = step; top >= 0; top -= chunk_steps) {
+    const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
+    if (static_cast<int>(threadIdx.x) < beams) {
+      for (int c = 0; c < count; ++c) {
+        lineage[c * beams + threadIdx.x] = walker;
+        const int s = top - c;
+        if (walker != dead && s > 0) {
+          const unsigned parent = pool.parents(slot, s)[walker];
+          walker = parent == no_parent || parent >= pool.max_beams ? dead : parent;
+        }
+      }
+    }
+    __syncthreads();
+    for (int work = threadIdx.x; work < count * beams * 2 * row_chunks; work += Shape::threads) {
+      const int pair = work / (2 * row_chunks);
+      const int kv_index = work / row_chunks % 2;
+      const int chunk = work % row_chunks;
+      const unsigned beam = lineage[pair];
+      if (beam == dead) continue;
+      const T* source = pool.beam_token(slot, top - pair / beams, beam, layer, kv_head, kv_index) + chunk * (16 / sizeof(T));
+      cp_async_16(staging + pair * pair_bytes + kv_index * row_bytes + chunk * 16, source, true);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+#pragma unroll
+    for (int mt = 0; mt < Shape::m_tiles; ++mt) {
+#pragma unroll
+      for (int half_row = 0; half_row < 2; ++half_row) {
+        const int row = block_row<Shape>(mt, half_row);
+        const bool valid = row < rows;
+        const int query_row = valid ? row : 0;
+        const int local_beam = (first_row + query_row) / group - first_beam;
+        // Every thread runs every step (a dead link only stops contributing), so the shuffles stay
+        // convergent; a dead pair's staging was not loaded and its dot product is discarded.
+#pragma unroll 1
+        for (int c = 0; c < count; ++c) {
+          const int pair = c * beams + local_beam;
+          const bool alive = valid && lineage[pair] != dead;
+          const T* key = reinterpret_cast<const T*>(staging + pair * pair_bytes);
+          const T* value = reinterpret_cast<const T*>(staging + pair * pair_bytes + row_bytes);
+          float dot = 0.0f;
+#pragma unroll 4
+          for (int dn = 0; dn < HeadDim / 8; ++dn) {
+            const int column = dn * 8 + quad_lane * 2;
+            const float2 query = Mma::unpack(query_pair_at(query_row, column));
+            const float2 key_pair = Mma::unpack(*reinterpret_cast<const std::uint32_t*>(key + column));
+            dot += query.x * key_pair.x + query.y * key_pair.y;
+          }
+          dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+          dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+          if (alive) {
+            const float score = dot * scale;
+            const float new_max = fmaxf(max[mt][half_row], score);
+            const float old_scale = __expf(max[mt][half_row] - new_max);
+            const float token_weight = __expf(score - new_max);
+            sum[mt][half_row] = sum[mt][half_row] * old_scale + token_weight;
+#pragma unroll
+            for (int dn = 0; dn < HeadDim / 8; ++dn) {
+              const int column = dn * 8 + quad_lane * 2;
+              const float2 value_pair = Mma::unpack(*reinterpret_cast<const std::uint32_t*>(value + column));
+              result.o[mt][dn][half_row * 2] = result.o[mt][dn][half_row * 2] * old_scale + token_weight * value_pair.x;
+              result.o[mt][dn][half_row * 2 + 1] = result.o[mt][dn][half_row * 2 + 1] * old_scale + token_weight * value_pair.y;
+            }
+            max[mt][half_row] = new_max;
+          }
+        }
+      }
+    }
+    if (top - count >= 0) __syncthreads();  // the next chunk rewrites lineage and staging
+  }
+
 #pragma unroll
   for (int mt = 0; mt < Shape::m_tiles; ++mt) {
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int row = block_row<Shape>(mt, half_row);
-      const bool valid = row < rows;
-      const int query_row = valid ? row : 0;
-      float max = result.lse[mt][half_row];
-      float sum = max == -INFINITY ? 0.0f : 1.0f;  // weights relative to `max`; the prefix part is normalised
-      unsigned beam = valid ? beam_of(row) : 0u;
-      bool alive = valid;
-      for (int s = step; s >= 0; --s) {
-        const T* key = pool.beam_token(slot, s, alive ? beam : 0u, layer, kv_head, kv::key);
-        const T* value = pool.beam_token(slot, s, alive ? beam : 0u, layer, kv_head, kv::value);
-        float dot = 0.0f;
-#pragma unroll
-        for (int dn = 0; dn < HeadDim / 8; ++dn) {
-          const int column = dn * 8 + quad_lane * 2;
-          dot += query_at(query_row, column) * Mma::to_float(key[column]) + query_at(query_row, column + 1) * Mma::to_float(key[column + 1]);
-        }
-        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-        if (alive) {
-          const float score = dot * scale;
-          const float new_max = fmaxf(max, score);
-          const float old_scale = __expf(max - new_max);
-          const float token_weight = __expf(score - new_max);
-          sum = sum * old_scale + token_weight;
-#pragma unroll
-          for (int dn = 0; dn < HeadDim / 8; ++dn) {
-            result.o[mt][dn][half_row * 2] = result.o[mt][dn][half_row * 2] * old_scale +
-                                             token_weight * Mma::to_float(value[quad_lane * 2 + dn * 8]);
-            result.o[mt][dn][half_row * 2 + 1] = result.o[mt][dn][half_row * 2 + 1] * old_scale +
-                                                 token_weight * Mma::to_float(value[quad_lane * 2 + dn * 8 + 1]);
-          }
-          max = new_max;
-          if (s > 0) {
-            beam = pool.parents(slot, s)[beam];
-            alive = beam != no_parent && beam < pool.max_beams;
-          }
-        }
-      }
-      if (!valid) continue;
-      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+      if (row >= rows) continue;
+      const float inverse = sum[mt][half_row] > 0.0f ? 1.0f / sum[mt][half_row] : 0.0f;
       T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + quad_lane * 2;
 #pragma unroll
       for (int dn = 0; dn < HeadDim / 8; ++dn) {
@@ -815,15 +891,18 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
 
   const int lane = threadIdx.x % 32;
   if constexpr (Fused) {
-    auto query_at = [&](int r, int column) {
+    auto query_pair_at = [&](int r, int column) {
       if constexpr (Hopper) {
-        return wgmma_query_at<T>(smem, r, column);
+        return wgmma_query_pair_at<T>(smem, r, column);
       } else {
-        return MmaType<T>::to_float(reinterpret_cast<const T*>(smem)[r * smem_stride<HeadDim> + column]);
+        return *reinterpret_cast<const std::uint32_t*>(reinterpret_cast<const T*>(smem) + r * smem_stride<HeadDim> + column);
       }
     };
-    merge_own_tokens_and_store<T, HeadDim, Shape>(result, rows, pool, slot, layer, kv_head, step, geometry.scale, query_at,
-                                                  [&](int r) { return (first_row + r) / group; }, out, flat_row);
+    // The K/V stages (and, on Hopper, the lineage tail after them) stage the rows' own tokens.
+    constexpr int q_bytes = Hopper ? 4 * wgmma::tile_bytes : Shape::rows * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    constexpr int staging_bytes = Hopper ? wgmma::kv_and_lineage_bytes : 2 * 2 * key_tile * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    merge_own_tokens_and_store<T, HeadDim, Shape, staging_bytes>(result, rows, first_row, group, pool, slot, layer, kv_head, step,
+                                                                 geometry.scale, query_pair_at, smem + q_bytes, out, flat_row);
     return;
   }
   const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
@@ -905,18 +984,21 @@ __global__ void decode_merge_kernel(KvPoolView<T, Layout> pool, KvBatchView batc
   for (int e = 0; e < per_lane; ++e) query[e] = Mma::to_float(q[flat * HeadDim + lane * per_lane + e]);
   unsigned beam = row - batch.beam_begin[lo];
   for (int s = step; s >= 0; --s) {
+    // The parent link is read together with the token's K and V: one round trip a step, not three.
+    const unsigned parent = s > 0 ? pool.parents(slot, s)[beam] : no_parent;
     const T* key = pool.beam_token(slot, s, beam, layer, kv_head, kv::key);
     const T* value = pool.beam_token(slot, s, beam, layer, kv_head, kv::value);
+    float key_part[per_lane], part[per_lane];
+#pragma unroll
+    for (int e = 0; e < per_lane; ++e) {
+      key_part[e] = Mma::to_float(key[lane * per_lane + e]);
+      part[e] = Mma::to_float(value[lane * per_lane + e]);
+    }
     float dot = 0.0f;
 #pragma unroll
-    for (int e = 0; e < per_lane; ++e) dot += query[e] * Mma::to_float(key[lane * per_lane + e]);
-    dot = warp_sum(dot) * geometry.scale;
-    float part[per_lane];
-#pragma unroll
-    for (int e = 0; e < per_lane; ++e) part[e] = Mma::to_float(value[lane * per_lane + e]);
-    state.add(dot, part);
-    if (s == 0) break;
-    beam = pool.parents(slot, s)[beam];
+    for (int e = 0; e < per_lane; ++e) dot += query[e] * key_part[e];
+    state.add(warp_sum(dot) * geometry.scale, part);
+    beam = parent;
     if (beam == no_parent || beam >= pool.max_beams) break;
   }
   const float inverse = state.sum > 0.0f ? 1.0f / state.sum : 0.0f;
