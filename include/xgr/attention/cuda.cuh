@@ -948,27 +948,24 @@ struct MergeState {
   }
 };
 
-// Stage 2 of staged decode: one warp per (beam row, query head). Merges the prefix partials with the
-// beam's own decode tokens (walked back through the ancestry table) and writes the output.
+// Stage 2 of staged decode: one warp per (beam row, query head), grid (warp groups over max_beams *
+// q_heads, 1, requests). Merges the prefix partials with the beam's own decode tokens (walked back
+// through the ancestry table) and writes the output.
 template <class T, int HeadDim, class Layout>
 __global__ void decode_merge_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step, Geometry geometry, int splits,
                                     const T* q, const float* partial_o, const float* partial_lse, T* out) {
   using Mma = MmaType<T>;
   constexpr int per_lane = HeadDim / 32;
-  const int warps_per_block = blockDim.x / 32;
-  const std::size_t flat = static_cast<std::size_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
+  const int i = blockIdx.z;
+  const int beam_begin = static_cast<int>(batch.beam_begin[i]);
+  const int local = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // (beam, head) within the request
+  if (local >= (static_cast<int>(batch.beam_begin[i + 1]) - beam_begin) * geometry.q_heads) return;
+  const std::size_t flat = static_cast<std::size_t>(beam_begin) * geometry.q_heads + local;
   const std::size_t split_rows = static_cast<std::size_t>(batch.total_beams) * geometry.q_heads;
-  if (flat >= split_rows) return;
   const int lane = threadIdx.x % 32;
-  const int row = static_cast<int>(flat / geometry.q_heads);
-  const int head = static_cast<int>(flat % geometry.q_heads);
+  const int head = local % geometry.q_heads;
   const int kv_head = head / geometry.group;
-  int lo = 0, hi = static_cast<int>(batch.count) - 1;  // the request owning `row`
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (static_cast<int>(batch.beam_begin[mid]) <= row) lo = mid; else hi = mid - 1;
-  }
-  const int slot = batch.slots[lo];
+  const int slot = batch.slots[i];
 
   MergeState<per_lane> state;
   for (int split = 0; split < splits; ++split) {
@@ -982,7 +979,7 @@ __global__ void decode_merge_kernel(KvPoolView<T, Layout> pool, KvBatchView batc
   float query[per_lane];
 #pragma unroll
   for (int e = 0; e < per_lane; ++e) query[e] = Mma::to_float(q[flat * HeadDim + lane * per_lane + e]);
-  unsigned beam = row - batch.beam_begin[lo];
+  unsigned beam = local / geometry.q_heads;
   for (int s = step; s >= 0; --s) {
     // The parent link is read together with the token's K and V: one round trip a step, not three.
     const unsigned parent = s > 0 ? pool.parents(slot, s)[beam] : no_parent;
@@ -1368,10 +1365,11 @@ void decode(exec::cuda exec, KvPool<T, Layout, MemorySpace::device>& pool, const
       }
       if (splits == 1) return;
       constexpr int merge_warps = 8;
-      const std::size_t warps = std::size_t{b.total_beams} * options.q_heads;
-      detail::decode_merge_kernel<T, D, Layout><<<static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), merge_warps * 32, 0,
-                                                  exec.stream>>>(view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits,
-                                                                 q.data(), scratch.partial_o, scratch.partial_lse, out.data());
+      const std::size_t warps = std::size_t{b.max_beams} * options.q_heads;  // per request
+      const dim3 merge_grid(static_cast<unsigned>((warps + merge_warps - 1) / merge_warps), 1, b.count);
+      detail::decode_merge_kernel<T, D, Layout><<<merge_grid, merge_warps * 32, 0, exec.stream>>>(
+          view, b, static_cast<int>(layer), static_cast<int>(step), geometry, splits, q.data(), scratch.partial_o, scratch.partial_lse,
+          out.data());
       XGR_CUDA_CHECK_LAUNCH();
     });
   }
