@@ -127,18 +127,6 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
 }
 
-// The value itself, hidden from the compiler's common-subexpression elimination.
-__device__ __forceinline__ int opaque(int value) {
-  asm volatile("" : "+r"(value));
-  return value;
-}
-
-// Asks the L2 cache for the 128-byte line holding `address`, without waiting for it, to be evicted
-// after lines of normal priority (the streamed prompt tiles).
-__device__ __forceinline__ void prefetch_l2_evict_last(const void* address) {
-  asm volatile("prefetch.global.L2::evict_last [%0];\n" ::"l"(address));
-}
-
 // --- the tile routine ---------------------------------------------------------------------------
 
 // Shared-memory rows are padded by 8 elements (16 bytes): the 8 rows an ldmatrix reads then start in
@@ -514,11 +502,9 @@ inline bool available() {
 }  // namespace wgmma
 
 // attend_tile for the Hopper block (HopperBlock, head_dim 128, not causal). `smem` is 1024-aligned.
-// on_start() runs once the first tiles are requested, before anything waits for them: the fused
-// decode epilogue walks its ancestry there, while the tiles load.
-template <class T, class QueryRow, class KeyTile, class OnStart>
+template <class T, class QueryRow, class KeyTile>
 __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, int rows, int key_begin, int key_end, float scale_log2,
-                                                  QueryRow&& query_row, KeyTile&& key_tile_at, unsigned char* smem, OnStart&& on_start) {
+                                                  QueryRow&& query_row, KeyTile&& key_tile_at, unsigned char* smem) {
   using Mma = MmaType<T>;
   using Shape = wgmma::HopperBlock;
   constexpr int HeadDim = 128;
@@ -553,7 +539,6 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
   };
   if (key_begin < key_end) load_keys(0, key_begin);
   cp_async_commit();
-  on_start();
 
   float o[HeadDim / 8][4] = {};
   float row_max[2] = {-INFINITY, -INFINITY};
@@ -721,55 +706,6 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(Keys keys, KvBa
   store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
-// Where the fused decode epilogue stages a block's own tokens: (step, beam) pairs of a K row then a
-// V row, `capacity` of them from the start of the staging area, then `lineage`, the beam whose token
-// each pair holds ([chunk step][block beam]). A chunk holds as many steps as `capacity` pairs allow
-// for the block's beams (at least one: a block has at most Rows beams). On Hopper the lineage lies
-// past the K/V stages, so it can be written before the prefix loop ends.
-template <class T, int HeadDim, int Rows, int StagingBytes>
-struct OwnTokenStaging {
-  static constexpr int row_bytes = HeadDim * static_cast<int>(sizeof(T));
-  static constexpr int pair_bytes = 2 * row_bytes;
-  static constexpr int capacity = std::min(Rows, StagingBytes / (pair_bytes + static_cast<int>(sizeof(unsigned))));
-  static_assert(capacity == Rows, "a chunk must hold at least one step of the block's beams");
-  static constexpr int lineage_offset = capacity * pair_bytes;
-};
-
-// Writes lineage[c * beams + b], for c < count, the ancestor at step `top - c` of the block's beam b
-// (no_parent once a link is dead), one chain per thread b < beams. The first chunk (top == step)
-// starts from the beams themselves; a later chunk from the parents of the previous chunk's last
-// step, which the same thread wrote there.
-// With WarmL2, each link's K and V rows are also requested into the L2 cache (kept there in
-// preference to streamed data), so that staging them later finds them there.
-template <bool WarmL2, class T, class Layout>
-__device__ __forceinline__ void walk_lineage(unsigned* lineage, const KvPoolView<T, Layout>& pool, int slot, int layer, int kv_head,
-                                             int first_beam, int beams, int step, int top, int count, int previous_count) {
-  const int b = static_cast<int>(threadIdx.x);
-  if (b >= beams) return;
-  unsigned walker = first_beam + b;
-  if (top != step) {
-    const unsigned last = lineage[(previous_count - 1) * beams + b];  // the ancestor at step top + 1
-    const unsigned parent = last == no_parent ? no_parent : pool.parents(slot, top + 1)[last];
-    walker = parent >= pool.max_beams ? no_parent : parent;
-  }
-  for (int c = 0; c < count; ++c) {
-    lineage[c * beams + b] = walker;
-    const int s = top - c;
-    if constexpr (WarmL2) {
-      if (walker != no_parent) {
-        for (std::size_t kv_index : {kv::key, kv::value}) {
-          const auto* row = reinterpret_cast<const unsigned char*>(pool.beam_token(slot, s, walker, layer, kv_head, kv_index));
-          for (int line = 0; line < pool.head_dim * static_cast<int>(sizeof(T)); line += 128) prefetch_l2_evict_last(row + line);
-        }
-      }
-    }
-    if (walker != no_parent && s > 0 && c + 1 < count) {
-      const unsigned parent = pool.parents(slot, s)[walker];
-      walker = parent >= pool.max_beams ? no_parent : parent;
-    }
-  }
-}
-
 // The fused epilogue of staged decode: each row's own decode tokens (steps `step` down to 0, found by
 // walking the ancestry table back from the row's beam) are merged into the prefix result, and the
 // output is written. Each thread holds 2 * HeadDim / 8 columns of its rows (the mma accumulator
@@ -784,21 +720,22 @@ __device__ __forceinline__ void walk_lineage(unsigned* lineage, const KvPoolView
 // while the tensor cores of the multiprocessor idled.
 // query_pair_at(row, column) reads the block's query elements (row, column) and (row, column + 1),
 // column even, packed (from shared memory, in whatever layout the tile routine keeps it).
-template <class T, int HeadDim, class Shape, int StagingBytes, bool FirstChunkWalked, class Layout, class QueryPairAt, class OutRow>
+template <class T, int HeadDim, class Shape, int StagingBytes, class Layout, class QueryPairAt, class OutRow>
 __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, Shape::m_tiles>& result, int rows, int first_row, int group,
                                                            const KvPoolView<T, Layout>& pool, int slot, int layer, int kv_head, int step,
                                                            float scale, QueryPairAt&& query_pair_at, unsigned char* staging, T* out,
                                                            OutRow&& out_row) {
   using Mma = MmaType<T>;
-  using Staging = OwnTokenStaging<T, HeadDim, Shape::rows, StagingBytes>;
-  constexpr int row_bytes = Staging::row_bytes;
-  constexpr int pair_bytes = Staging::pair_bytes;
+  constexpr int row_bytes = HeadDim * static_cast<int>(sizeof(T));
+  constexpr int pair_bytes = 2 * row_bytes;  // a token's K row, then its V row
   constexpr int row_chunks = row_bytes / 16;
+  constexpr int capacity = StagingBytes / (pair_bytes + static_cast<int>(sizeof(unsigned)));  // (step, beam) pairs a chunk holds
+  static_assert(capacity >= Shape::rows, "a chunk must hold at least one step of the block's beams");
   constexpr unsigned dead = no_parent;  // a link past the beam's first step, or a dead beam's
-  unsigned* lineage = reinterpret_cast<unsigned*>(staging + Staging::lineage_offset);
+  unsigned* lineage = reinterpret_cast<unsigned*>(staging + capacity * pair_bytes);  // [chunk step][beam]
   const int first_beam = first_row / group;
   const int beams = (first_row + rows - 1) / group - first_beam + 1;
-  const int chunk_steps = Staging::capacity / beams;
+  const int chunk_steps = capacity / beams;
   const int quad_lane = threadIdx.x % 4;
 
   float max[Shape::m_tiles][2], sum[Shape::m_tiles][2];  // weights relative to `max`; the prefix part is normalised
@@ -810,14 +747,22 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
       sum[mt][half_row] = max[mt][half_row] == -INFINITY ? 0.0f : 1.0f;
     }
   }
+  unsigned walker = first_beam + static_cast<int>(threadIdx.x);  // the ancestor at step `top` of this thread's beam
   // Every warp's last reads of the K/V stages (wgmma or ldmatrix) are done before they are refilled.
   __syncthreads();
   for (int top = step; top >= 0; top -= chunk_steps) {
     const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
-    if (!FirstChunkWalked || top != step) {
-      walk_lineage<false>(lineage, pool, slot, layer, kv_head, first_beam, beams, step, top, count, chunk_steps);
-      __syncthreads();
+    if (static_cast<int>(threadIdx.x) < beams) {
+      for (int c = 0; c < count; ++c) {
+        lineage[c * beams + threadIdx.x] = walker;
+        const int s = top - c;
+        if (walker != dead && s > 0) {
+          const unsigned parent = pool.parents(slot, s)[walker];
+          walker = parent == no_parent || parent >= pool.max_beams ? dead : parent;
+        }
+      }
     }
+    __syncthreads();
     for (int work = threadIdx.x; work < count * beams * 2 * row_chunks; work += Shape::threads) {
       const int pair = work / (2 * row_chunks);
       const int kv_index = work / row_chunks % 2;
@@ -936,30 +881,9 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
   // The Hopper tiles need a 1024-byte-aligned base (the launch adds the slack).
   unsigned char* smem = Hopper ? reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_bytes) + 1023) & ~std::uintptr_t{1023})
                                : smem_bytes;
-  // The fused epilogue stages its tokens in the K/V stages (on Hopper followed by the lineage tail).
-  constexpr int q_bytes = Hopper ? 4 * wgmma::tile_bytes : Shape::rows * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
-  constexpr int staging_bytes = Hopper ? wgmma::kv_and_lineage_bytes : 2 * 2 * key_tile * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
   if constexpr (Hopper) {
     static_assert(HeadDim == 128 && std::is_same_v<Shape, wgmma::HopperBlock>);
-    if constexpr (Fused) {
-      using Staging = OwnTokenStaging<T, HeadDim, Shape::rows, staging_bytes>;
-      static_assert(Staging::lineage_offset == 2 * 2 * 2 * wgmma::tile_bytes, "the lineage lies past the K/V stages");
-      // While the first tiles load: walk the first chunk's ancestry and ask the L2 cache for its
-      // tokens, so that the epilogue's staging finds them there. (Warming them two tiles before the
-      // end instead took registers from the loop.)
-      auto on_start = [&] {
-        // From an opaque copy of the first row: the epilogue computes the same values, and the
-        // compiler would otherwise keep them alive through the loop, where every register is taken.
-        const int hook_row = opaque(first_row);
-        const int first_beam = hook_row / group;
-        const int block_beams = (hook_row + rows - 1) / group - first_beam + 1;
-        walk_lineage<true>(reinterpret_cast<unsigned*>(smem + q_bytes + Staging::lineage_offset), pool, slot, layer, kv_head, first_beam,
-                           block_beams, step, step, min(Staging::capacity / block_beams, step + 1), 0);
-      };
-      attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, smem, on_start);
-    } else {
-      attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, smem, [] {});
-    }
+    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, smem);
   } else {
     attend_tile<T, HeadDim, Shape, false>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, [](int) { return 0; },
                                           reinterpret_cast<T*>(smem));
@@ -974,7 +898,10 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
         return *reinterpret_cast<const std::uint32_t*>(reinterpret_cast<const T*>(smem) + r * smem_stride<HeadDim> + column);
       }
     };
-    merge_own_tokens_and_store<T, HeadDim, Shape, staging_bytes, Hopper>(result, rows, first_row, group, pool, slot, layer, kv_head, step,
+    // The K/V stages (and, on Hopper, the lineage tail after them) stage the rows' own tokens.
+    constexpr int q_bytes = Hopper ? 4 * wgmma::tile_bytes : Shape::rows * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    constexpr int staging_bytes = Hopper ? wgmma::kv_and_lineage_bytes : 2 * 2 * key_tile * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    merge_own_tokens_and_store<T, HeadDim, Shape, staging_bytes>(result, rows, first_row, group, pool, slot, layer, kv_head, step,
                                                                  geometry.scale, query_pair_at, smem + q_bytes, out, flat_row);
     return;
   }
