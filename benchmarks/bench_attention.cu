@@ -7,6 +7,8 @@
 //                 tokens, q in and out — at the measured copy bandwidth
 //   tc_floor_us   the tensor-core work — 4 * rows * prompt * head_dim flops per (request, query head)
 //                 — at the bf16 GEMM rate cuBLAS reaches on this device (measured once)
+//   median_us     the staged call in device time (launches back to back, as under a CUDA graph)
+//   host_paced_us the same call timed from an idle stream (also counts the host enqueuing it)
 //   x_floor       median / max(kv_floor, tc_floor)
 //   per_beam_us   the copy-on-fork baseline on the same shape (every beam reads its own prompt copy),
 //                 or 0 where its copies do not fit in device memory
