@@ -827,17 +827,15 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
   for (int mt = 0; mt < Shape::m_tiles; ++mt) {
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
-      const int row = block_row<Shape>(mt, half_row);
-      if (row >= rows) continue;
       const float inverse = sum[mt][half_row] > 0.0f ? 1.0f / sum[mt][half_row] : 0.0f;
-      T* target = out + static_cast<std::size_t>(out_row(row)) * HeadDim + quad_lane * 2;
 #pragma unroll
       for (int dn = 0; dn < HeadDim / 8; ++dn) {
-        *reinterpret_cast<std::uint32_t*>(target + dn * 8) =
-            Mma::pack(result.o[mt][dn][half_row * 2] * inverse, result.o[mt][dn][half_row * 2 + 1] * inverse);
+        result.o[mt][dn][half_row * 2] *= inverse;
+        result.o[mt][dn][half_row * 2 + 1] *= inverse;
       }
     }
   }
+  store_rows<T, HeadDim, Shape>(result, rows, out, out_row);
 }
 
 // Resident decode_prefix_kernel blocks per multiprocessor, which decode_splits counts on: the launch
