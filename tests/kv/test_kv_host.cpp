@@ -397,6 +397,11 @@ TEST_CASE("bad pool configurations are invalid arguments") {
   c = good;
   c.max_beams = 0;
   CHECK(construct(c) == invalid_argument);
+  // A request's decode tokens are indexed by step * max_beams + beam in 32 bits.
+  c = good;
+  c.max_steps = 64;
+  c.max_beams = std::size_t{1} << 26;
+  CHECK(construct(c) == invalid_argument);
   c = good;
   c.max_prompt_tokens = 0;
   CHECK(construct(c) == invalid_argument);

@@ -121,6 +121,10 @@ __device__ __forceinline__ void cp_async_16(void* target, const void* source, bo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(target)), "l"(source),
                "r"(valid ? 16 : 0));
 }
+// The same, to a shared-memory address already converted (shared_address).
+__device__ __forceinline__ void cp_async_16_shared(std::uint32_t target, const void* source, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(target), "l"(source), "r"(valid ? 16 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int Pending>
 __device__ __forceinline__ void cp_async_wait() {
@@ -415,9 +419,28 @@ __device__ __forceinline__ std::uint64_t descriptor(std::uint32_t address, std::
          (std::uint64_t{(stride_bytes & 0x3FFFFu) >> 4} << 32) | (std::uint64_t{1} << 62);
 }
 
+// The same from an address already in 16-byte units (shared_address(p) >> 4). Where the offsets
+// from one such base are constants, a descriptor costs one addition: the high word is a constant
+// and the fields of the low word do not overlap (the address is below 2^18 bytes).
+template <std::uint32_t LeadingBytes, std::uint32_t StrideBytes>
+__device__ __forceinline__ std::uint64_t descriptor_at(std::uint32_t address16) {
+  constexpr std::uint32_t high = (StrideBytes >> 4) | (1u << 30);
+  return (std::uint64_t{high} << 32) | (address16 + ((LeadingBytes >> 4) << 16));
+}
+
 __device__ __forceinline__ void fence() {
 #if XGR_ATTENTION_WGMMA
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void commit() {
+#if XGR_ATTENTION_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait() {
+#if XGR_ATTENTION_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
 __device__ __forceinline__ void commit_and_wait() {
@@ -502,12 +525,18 @@ inline bool available() {
 }  // namespace wgmma
 
 // attend_tile for the Hopper block (HopperBlock, head_dim 128, not causal). `smem` is 1024-aligned.
-template <class T, class QueryRow, class KeyTile>
+// The keys come in two parts so that the page-table read of a tile is issued a tile ahead:
+// tile_page(n) reads whatever locates the key tile starting at key n (a page number, from device
+// memory), and key_tile_at(page, n, kv::key / kv::value) turns it into the tile's first element.
+template <class T, class QueryRow, class TilePage, class KeyTile>
 __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, int rows, int key_begin, int key_end, float scale_log2,
-                                                  QueryRow&& query_row, KeyTile&& key_tile_at, unsigned char* smem) {
+                                                  QueryRow&& query_row, TilePage&& tile_page, KeyTile&& key_tile_at, unsigned char* smem) {
   using Mma = MmaType<T>;
   using Shape = wgmma::HopperBlock;
   constexpr int HeadDim = 128;
+  constexpr int row_chunks = HeadDim * static_cast<int>(sizeof(T)) / 16;  // 16-byte chunks of a row
+  constexpr int rows_per_pass = Shape::threads / row_chunks;               // tile rows one pass of the block copies
+  static_assert(key_tile % rows_per_pass == 0 && rows_per_pass % 8 == 0);
   unsigned char* q_smem = smem;                              // [warpgroup][half] tiles
   unsigned char* kv_smem = smem + 4 * wgmma::tile_bytes;     // [stage][K|V][half] tiles
   const int warp = threadIdx.x / 32;
@@ -522,28 +551,40 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
     unsigned char* target = q_smem + ((row / 64) * 2 + chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(local, chunk % 8);
     cp_async_16(target, query_row(valid ? row : 0) + chunk * 8, valid);
   }
-  auto load_keys = [&](int stage, int first_key) {
+  // A thread copies the same chunk of rows load_row, load_row + 16, ... of every tile. Rows 16 apart
+  // share their swizzle (it depends on row % 8), so one target offset and one source offset serve
+  // all of its copies, advanced by constants: the tile loop computes no address per copy.
+  const int load_row = static_cast<int>(threadIdx.x) / row_chunks;
+  const int load_chunk = static_cast<int>(threadIdx.x) % row_chunks;
+  const std::uint32_t load_target =
+      shared_address(kv_smem) + (load_chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(load_row, load_chunk % 8);
+  const int load_source = load_row * HeadDim + load_chunk * 8;
+  auto load_keys = [&](int stage, int first_key, std::uint32_t page) {
     const int valid_rows = min(key_tile, key_end - first_key);
-    const T* k_tile = key_tile_at(first_key, kv::key);
-    const T* v_tile = key_tile_at(first_key, kv::value);
-    unsigned char* k_smem = kv_smem + (stage * 2 + 0) * 2 * wgmma::tile_bytes;
-    unsigned char* v_smem = kv_smem + (stage * 2 + 1) * 2 * wgmma::tile_bytes;
-    for (int work = threadIdx.x; work < key_tile * 16; work += Shape::threads) {
-      const int row = work / 16, chunk = work % 16;
-      const bool valid = row < valid_rows;
-      const int offset = (chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(row, chunk % 8);
-      const int source = (valid ? row : 0) * HeadDim + chunk * 8;
-      cp_async_16(k_smem + offset, k_tile + source, valid);
-      cp_async_16(v_smem + offset, v_tile + source, valid);
+    const T* k_source = key_tile_at(page, first_key, kv::key) + load_source;
+    const T* v_source = key_tile_at(page, first_key, kv::value) + load_source;
+    const std::uint32_t k_target = load_target + stage * 4 * wgmma::tile_bytes;
+    const std::uint32_t v_target = k_target + 2 * wgmma::tile_bytes;
+#pragma unroll
+    for (int pass = 0; pass < key_tile / rows_per_pass; ++pass) {
+      // Rows past the prompt's end are zero-filled from a valid address (the tile's first row).
+      const bool valid = load_row + pass * rows_per_pass < valid_rows;
+      const int source = valid ? pass * rows_per_pass * HeadDim : 0;
+      cp_async_16_shared(k_target + pass * rows_per_pass * 128, k_source + source, valid);
+      cp_async_16_shared(v_target + pass * rows_per_pass * 128, v_source + source, valid);
     }
   };
-  if (key_begin < key_end) load_keys(0, key_begin);
+  std::uint32_t next_page = key_begin + key_tile < key_end ? tile_page(key_begin + key_tile) : 0u;
+  if (key_begin < key_end) load_keys(0, key_begin, tile_page(key_begin));
   cp_async_commit();
 
   float o[HeadDim / 8][4] = {};
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.0f, 0.0f};
-  const std::uint32_t q_base = shared_address(q_smem + warpgroup * 2 * wgmma::tile_bytes);
+  // The operands' addresses in 16-byte units: each descriptor of the loop is one of them plus a
+  // constant (descriptor_at).
+  const std::uint32_t q_address16 = shared_address(q_smem + warpgroup * 2 * wgmma::tile_bytes) >> 4;
+  const std::uint32_t kv_address16 = shared_address(kv_smem) >> 4;
 
   int stage = 0;
   for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
@@ -552,10 +593,13 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
     // One barrier a tile: this tile has landed for every thread, and every warpgroup's wgmma of the
     // previous tile has completed, so its stage may be refilled with the next tile.
     __syncthreads();
-    if (first_key + key_tile < key_end) load_keys(stage ^ 1, first_key + key_tile);
+    if (first_key + key_tile < key_end) {
+      load_keys(stage ^ 1, first_key + key_tile, next_page);
+      if (first_key + 2 * key_tile < key_end) next_page = tile_page(first_key + 2 * key_tile);
+    }
     cp_async_commit();
-    const std::uint32_t k_base = shared_address(kv_smem + (stage * 2 + 0) * 2 * wgmma::tile_bytes);
-    const std::uint32_t v_base = shared_address(kv_smem + (stage * 2 + 1) * 2 * wgmma::tile_bytes);
+    const std::uint32_t k_address16 = kv_address16 + stage * (4 * wgmma::tile_bytes >> 4);
+    const std::uint32_t v_address16 = k_address16 + (2 * wgmma::tile_bytes >> 4);
 
     // S = Q K^T: 8 steps of 16 dims; a step advances 32 bytes inside a 128-byte swizzled row, and the
     // second half of the dims lives in the next tile. The first step overwrites the accumulators.
@@ -564,7 +608,8 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
 #pragma unroll
     for (int kk = 0; kk < HeadDim / 16; ++kk) {
       const std::uint32_t step_offset = (kk / 4) * wgmma::tile_bytes + (kk % 4) * 32;
-      wgmma::Instr<T>::s(s, wgmma::descriptor(q_base + step_offset, 16, 1024), wgmma::descriptor(k_base + step_offset, 16, 1024), kk != 0);
+      wgmma::Instr<T>::s(s, wgmma::descriptor_at<16, 1024>(q_address16 + step_offset / 16),
+                         wgmma::descriptor_at<16, 1024>(k_address16 + step_offset / 16), kk != 0);
     }
     wgmma::commit_and_wait();
 
@@ -620,7 +665,7 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
     wgmma::fence();
 #pragma unroll
     for (int kc = 0; kc < key_tile / 16; ++kc) {
-      wgmma::Instr<T>::pv(o, a[kc], wgmma::descriptor(v_base + kc * 2048, wgmma::tile_bytes, 1024));
+      wgmma::Instr<T>::pv(o, a[kc], wgmma::descriptor_at<wgmma::tile_bytes, 1024>(v_address16 + kc * 2048 / 16));
     }
     wgmma::commit_and_wait();
   }
@@ -713,9 +758,9 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(Keys keys, KvBa
 // partial sum per thread plus two shuffles.
 //
 // The tokens are staged in shared memory (`staging`: the K/V tile stages, free once the prefix loop
-// has ended), a chunk of steps at a time: the walker threads (one per beam of the block) write each
-// beam's ancestor at every step of the chunk to `lineage`, then the whole block requests the chunk's
-// K and V rows at once. A chunk thus costs one dependent parent load per step and one round trip for
+// has ended), a chunk of steps at a time: the walker threads (one per beam of the block) write where
+// each beam's ancestor at every step of the chunk keeps its token to `lineage`, then the whole block
+// requests the chunk's K and V rows at once. A chunk thus costs one dependent parent load per step and one round trip for
 // its tokens; a row walking its own chain paid a parent, a K and a V round trip per step, serially,
 // while the tensor cores of the multiprocessor idled.
 // query_pair_at(row, column) reads the block's query elements (row, column) and (row, column + 1),
@@ -731,12 +776,23 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
   constexpr int row_chunks = row_bytes / 16;
   constexpr int capacity = StagingBytes / (pair_bytes + static_cast<int>(sizeof(unsigned)));  // (step, beam) pairs a chunk holds
   static_assert(capacity >= Shape::rows, "a chunk must hold at least one step of the block's beams");
+  // A pair's copies: its K and V rows, row_chunks 16-byte chunks each. A thread makes the same copy
+  // (K or V, chunk) of every pair it takes, so its source and target advance by whole rows only.
+  constexpr int pair_copies = 2 * row_chunks;
+  static_assert(Shape::threads % pair_copies == 0);
+  constexpr int pairs_per_pass = Shape::threads / pair_copies;
   constexpr unsigned dead = no_parent;  // a link past the beam's first step, or a dead beam's
-  unsigned* lineage = reinterpret_cast<unsigned*>(staging + capacity * pair_bytes);  // [chunk step][beam]
+  // [chunk step][beam]: the token's row among the request's decode tokens (step * max_beams + beam),
+  // or `dead`.
+  unsigned* lineage = reinterpret_cast<unsigned*>(staging + capacity * pair_bytes);
   const int first_beam = first_row / group;
   const int beams = (first_row + rows - 1) / group - first_beam + 1;
   const int chunk_steps = capacity / beams;
   const int quad_lane = threadIdx.x % 4;
+  const int copy = static_cast<int>(threadIdx.x) % pair_copies;
+  const int copy_kv = copy / row_chunks, copy_chunk = copy % row_chunks;
+  const T* copy_source = pool.beam_tokens(slot, layer, kv_head, copy_kv) + copy_chunk * (16 / sizeof(T));
+  const std::uint32_t copy_target = shared_address(staging) + copy_kv * row_bytes + copy_chunk * 16;
 
   float max[Shape::m_tiles][2], sum[Shape::m_tiles][2];  // weights relative to `max`; the prefix part is normalised
 #pragma unroll
@@ -754,8 +810,8 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
     const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
     if (static_cast<int>(threadIdx.x) < beams) {
       for (int c = 0; c < count; ++c) {
-        lineage[c * beams + threadIdx.x] = walker;
         const int s = top - c;
+        lineage[c * beams + threadIdx.x] = walker == dead ? dead : s * pool.max_beams + walker;
         if (walker != dead && s > 0) {
           const unsigned parent = pool.parents(slot, s)[walker];
           walker = parent == no_parent || parent >= pool.max_beams ? dead : parent;
@@ -763,14 +819,9 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
       }
     }
     __syncthreads();
-    for (int work = threadIdx.x; work < count * beams * 2 * row_chunks; work += Shape::threads) {
-      const int pair = work / (2 * row_chunks);
-      const int kv_index = work / row_chunks % 2;
-      const int chunk = work % row_chunks;
-      const unsigned beam = lineage[pair];
-      if (beam == dead) continue;
-      const T* source = pool.beam_token(slot, top - pair / beams, beam, layer, kv_head, kv_index) + chunk * (16 / sizeof(T));
-      cp_async_16(staging + pair * pair_bytes + kv_index * row_bytes + chunk * 16, source, true);
+    for (int pair = static_cast<int>(threadIdx.x) / pair_copies; pair < count * beams; pair += pairs_per_pass) {
+      const unsigned token = lineage[pair];
+      if (token != dead) cp_async_16_shared(copy_target + pair * pair_bytes, copy_source + std::size_t{token} * HeadDim, true);
     }
     cp_async_commit();
     cp_async_wait<0>();
@@ -792,18 +843,18 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
           const bool alive = valid && lineage[pair] != dead;
           const T* key = reinterpret_cast<const T*>(staging + pair * pair_bytes);
           const T* value = reinterpret_cast<const T*>(staging + pair * pair_bytes + row_bytes);
-          float dot = 0.0f;
-#pragma unroll 4
+          float dot[2] = {0.0f, 0.0f};  // two chains, so that the fma latency is not paid once per pair
+#pragma unroll
           for (int dn = 0; dn < HeadDim / 8; ++dn) {
-            const int column = dn * 8 + quad_lane * 2;
-            const float2 query = Mma::unpack(query_pair_at(query_row, column));
-            const float2 key_pair = Mma::unpack(*reinterpret_cast<const std::uint32_t*>(key + column));
-            dot += query.x * key_pair.x + query.y * key_pair.y;
+            const float2 query_pair = Mma::unpack(query_pair_at(query_row, dn * 8 + quad_lane * 2));
+            const float2 key_pair = Mma::unpack(*reinterpret_cast<const std::uint32_t*>(key + dn * 8 + quad_lane * 2));
+            dot[dn % 2] += query_pair.x * key_pair.x + query_pair.y * key_pair.y;
           }
-          dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-          dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+          float total = dot[0] + dot[1];
+          total += __shfl_xor_sync(0xffffffffu, total, 1);
+          total += __shfl_xor_sync(0xffffffffu, total, 2);
           if (alive) {
-            const float score = dot * scale;
+            const float score = total * scale;
             const float new_max = fmaxf(max[mt][half_row], score);
             const float old_scale = __expf(max[mt][half_row] - new_max);
             const float token_weight = __expf(score - new_max);
@@ -872,16 +923,17 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
   };
   TileResult<HeadDim, Shape::m_tiles> result;
   auto query_row = [&](int r) { return q + static_cast<std::size_t>(flat_row(r)) * HeadDim; };
-  auto key_tile_at = [&](int key, std::size_t kv_index) {
-    return pool.prefix_block(pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens], layer, kv_head, kv_index) +
-           (key % pool.page_tokens) * HeadDim;
+  auto tile_page = [&](int key) { return pool.page_table[slot * pool.pages_per_request + key / pool.page_tokens]; };
+  auto key_tile_in = [&](std::uint32_t page, int key, std::size_t kv_index) {
+    return pool.prefix_block(page, layer, kv_head, kv_index) + (key % pool.page_tokens) * HeadDim;
   };
+  auto key_tile_at = [&](int key, std::size_t kv_index) { return key_tile_in(tile_page(key), key, kv_index); };
   // The Hopper tiles need a 1024-byte-aligned base (the launch adds the slack).
   unsigned char* smem = Hopper ? reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_bytes) + 1023) & ~std::uintptr_t{1023})
                                : smem_bytes;
   if constexpr (Hopper) {
     static_assert(HeadDim == 128 && std::is_same_v<Shape, wgmma::HopperBlock>);
-    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, smem);
+    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, tile_page, key_tile_in, smem);
   } else {
     attend_tile<T, HeadDim, Shape, false>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, [](int) { return 0; },
                                           reinterpret_cast<T*>(smem));

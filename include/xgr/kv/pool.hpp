@@ -162,8 +162,12 @@ struct KvPoolView {
   // contiguous [max_beams x head_dim] tile.
   XGR_HOST_DEVICE T* beam_token(std::size_t slot, std::size_t step, std::size_t beam, std::size_t layer, std::size_t head,
                                 std::size_t kv) const noexcept {
-    const std::size_t tile = (((slot * layers + layer) * kv_heads + head) * 2 + kv) * max_steps + step;
-    return beams + (tile * max_beams + beam) * head_dim;
+    return beam_tokens(slot, layer, head, kv) + (step * max_beams + beam) * head_dim;
+  }
+  // The first of the [max_steps][max_beams][head_dim] decode-token elements of (slot, layer, head,
+  // K|V): beam_token(slot, step, beam, ...) is this plus (step * max_beams + beam) * head_dim.
+  XGR_HOST_DEVICE T* beam_tokens(std::size_t slot, std::size_t layer, std::size_t head, std::size_t kv) const noexcept {
+    return beams + (((slot * layers + layer) * kv_heads + head) * 2 + kv) * max_steps * max_beams * head_dim;
   }
   XGR_HOST_DEVICE std::uint32_t* parents(std::size_t slot, std::size_t step) const noexcept {
     return ancestry + (slot * max_steps + step) * max_beams;
@@ -519,7 +523,7 @@ class KvPool {
                      [&] { return "max_steps is " + std::to_string(c.max_steps) + "; the ancestry walk supports up to " +
                                       std::to_string(max_kv_steps) + " decode steps"; });
     require_argument(c.max_prompt_tokens > 0, op, "max_prompt_tokens must be positive");
-    require_argument(c.max_requests < no_parent && c.prefix_pages < no_parent && c.max_beams < no_parent, op,
+    require_argument(c.max_requests < no_parent && c.prefix_pages < no_parent && c.max_steps * c.max_beams < no_parent, op,
                      "sizes must fit 32-bit indices");
     return c;
   }
