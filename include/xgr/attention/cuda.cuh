@@ -544,6 +544,12 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
   const int lane = threadIdx.x % 32;
   const int quad_lane = lane % 4;
 
+  // The pages of the first two tiles are requested before the query copies are issued, which then
+  // overlap their round trips.
+  const std::uint32_t first_page = key_begin < key_end ? tile_page(key_begin) : 0u;
+  // The page of the tile after the one being copied: read a tile ahead, so that its round trip
+  // overlaps a tile's math instead of stalling the copies.
+  std::uint32_t next_page = key_begin + key_tile < key_end ? tile_page(key_begin + key_tile) : 0u;
   for (int work = threadIdx.x; work < Shape::rows * 16; work += Shape::threads) {
     const int row = work / 16, chunk = work % 16;
     const bool valid = row < rows;
@@ -574,8 +580,7 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       cp_async_16_shared(v_target + pass * rows_per_pass * 128, v_source + source, valid);
     }
   };
-  std::uint32_t next_page = key_begin + key_tile < key_end ? tile_page(key_begin + key_tile) : 0u;
-  if (key_begin < key_end) load_keys(0, key_begin, tile_page(key_begin));
+  if (key_begin < key_end) load_keys(0, key_begin, first_page);
   cp_async_commit();
 
   float o[HeadDim / 8][4] = {};
@@ -593,11 +598,6 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
     // One barrier a tile: this tile has landed for every thread, and every warpgroup's wgmma of the
     // previous tile has completed, so its stage may be refilled with the next tile.
     __syncthreads();
-    if (first_key + key_tile < key_end) {
-      load_keys(stage ^ 1, first_key + key_tile, next_page);
-      if (first_key + 2 * key_tile < key_end) next_page = tile_page(first_key + 2 * key_tile);
-    }
-    cp_async_commit();
     const std::uint32_t k_address16 = kv_address16 + stage * (4 * wgmma::tile_bytes >> 4);
     const std::uint32_t v_address16 = k_address16 + (2 * wgmma::tile_bytes >> 4);
 
@@ -611,7 +611,15 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       wgmma::Instr<T>::s(s, wgmma::descriptor_at<16, 1024>(q_address16 + step_offset / 16),
                          wgmma::descriptor_at<16, 1024>(k_address16 + step_offset / 16), kk != 0);
     }
-    wgmma::commit_and_wait();
+    wgmma::commit();
+    // The next tile's copies are issued while the tensor cores compute S, so that their address
+    // arithmetic is off the tile's critical path.
+    if (first_key + key_tile < key_end) {
+      load_keys(stage ^ 1, first_key + key_tile, next_page);
+      if (first_key + 2 * key_tile < key_end) next_page = tile_page(first_key + 2 * key_tile);
+    }
+    cp_async_commit();
+    wgmma::wait();
 
     const bool edge = first_key + key_tile > key_end;
 #pragma unroll
