@@ -621,16 +621,24 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
     cp_async_commit();
     wgmma::wait();
 
+    // With a positive scale (the usual case) and no key past the end, the scale is applied inside
+    // the exponent's fma: the maximum of the unscaled scores, scaled once, is the maximum of the
+    // scaled ones (rounding is monotonic). Otherwise the scores are scaled and masked first and the
+    // fma's factor is 1.
     const bool edge = first_key + key_tile > key_end;
+    const bool fold_scale = scale_log2 > 0.0f && !edge;
+    if (!fold_scale) {
 #pragma unroll
-    for (int nt = 0; nt < key_tile / 8; ++nt) {
+      for (int nt = 0; nt < key_tile / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float value = s[nt][e] * scale_log2;
-        if (edge && first_key + nt * 8 + quad_lane * 2 + (e & 1) >= key_end) value = -INFINITY;
-        s[nt][e] = value;
+        for (int e = 0; e < 4; ++e) {
+          float value = s[nt][e] * scale_log2;
+          if (edge && first_key + nt * 8 + quad_lane * 2 + (e & 1) >= key_end) value = -INFINITY;
+          s[nt][e] = value;
+        }
       }
     }
+    const float exponent_scale = fold_scale ? scale_log2 : 1.0f;
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
       float tile_max = -INFINITY;
@@ -638,6 +646,7 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       for (int nt = 0; nt < key_tile / 8; ++nt) tile_max = fmaxf(tile_max, fmaxf(s[nt][half_row * 2], s[nt][half_row * 2 + 1]));
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      tile_max *= exponent_scale;
       const float new_max = fmaxf(row_max[half_row], tile_max);
       const float base = new_max == -INFINITY ? 0.0f : new_max;
       const float correction = wgmma::exp2_ftz(row_max[half_row] - base);
@@ -645,8 +654,8 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       float tile_sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < key_tile / 8; ++nt) {
-        s[nt][half_row * 2] = wgmma::exp2_ftz(s[nt][half_row * 2] - base);
-        s[nt][half_row * 2 + 1] = wgmma::exp2_ftz(s[nt][half_row * 2 + 1] - base);
+        s[nt][half_row * 2] = wgmma::exp2_ftz(fmaf(s[nt][half_row * 2], exponent_scale, -base));
+        s[nt][half_row * 2 + 1] = wgmma::exp2_ftz(fmaf(s[nt][half_row * 2 + 1], exponent_scale, -base));
         tile_sum += s[nt][half_row * 2] + s[nt][half_row * 2 + 1];
       }
       row_sum[half_row] = row_sum[half_row] * correction + tile_sum;
