@@ -524,13 +524,34 @@ inline bool available() {
 
 }  // namespace wgmma
 
+// The block rows' own decode tokens, for fused decode on Hopper: the tile routine attends to them
+// after the prompt, as masked key tiles. `step` < 0: none (split decode merges them later).
+template <class T>
+struct OwnTokens {
+  const T* keys = nullptr;                 // KvPoolView::beam_tokens(slot, layer, kv head, kv::key)
+  const T* values = nullptr;               // the same for kv::value
+  const std::uint32_t* parents = nullptr;  // KvPoolView::parents(slot, 0): [max_steps][max_beams]
+  unsigned max_beams = 0;
+  int step = -1;                           // the newest step; the rows see steps step, ..., 0
+  int first_row = 0;                       // the block's first row among its request's beams * group
+  int group = 1;                           // query heads per kv head: rows of one beam
+};
+
 // attend_tile for the Hopper block (HopperBlock, head_dim 128, not causal). `smem` is 1024-aligned.
 // The keys come in two parts so that the page-table read of a tile is issued a tile ahead:
 // tile_page(n) reads whatever locates the key tile starting at key n (a page number, from device
 // memory), and key_tile_at(page, n, kv::key / kv::value) turns it into the tile's first element.
-template <class T, class QueryRow, class TilePage, class KeyTile>
+//
+// With own tokens (own.step >= 0), each row then attends to its own decode tokens through the same
+// tensor-core steps. The block's beams walk their ancestry into shared memory a chunk of steps at a
+// time, and the chunk's tokens fill the two K/V stages beam by beam (up to 128 keys). A row sees only
+// its beam's live tokens: one contiguous range of keys, so the mask is two comparisons.
+// own_tokens() returns them; it is called after the prompt's tiles, so that nothing it computes is
+// held through the loop.
+template <class T, class QueryRow, class TilePage, class KeyTile, class OwnTokensOf>
 __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, int rows, int key_begin, int key_end, float scale_log2,
-                                                  QueryRow&& query_row, TilePage&& tile_page, KeyTile&& key_tile_at, unsigned char* smem) {
+                                                  QueryRow&& query_row, TilePage&& tile_page, KeyTile&& key_tile_at,
+                                                  OwnTokensOf&& own_tokens, unsigned char* smem) {
   using Mma = MmaType<T>;
   using Shape = wgmma::HopperBlock;
   constexpr int HeadDim = 128;
@@ -591,13 +612,12 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
   const std::uint32_t q_address16 = shared_address(q_smem + warpgroup * 2 * wgmma::tile_bytes) >> 4;
   const std::uint32_t kv_address16 = shared_address(kv_smem) >> 4;
 
-  int stage = 0;
-  for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
-    cp_async_wait<0>();
-    wgmma::fence_shared_for_async_proxy();
-    // One barrier a tile: this tile has landed for every thread, and every warpgroup's wgmma of the
-    // previous tile has completed, so its stage may be refilled with the next tile.
-    __syncthreads();
+  // One key tile of stage `stage`: S = Q K^T, the online softmax, O += P V. `between` runs while the
+  // tensor cores compute S. With `masked`, the scores are scaled first and key `column` of the tile
+  // counts for the thread's row `half_row` only where visible(half_row, column). Otherwise (with a
+  // positive scale) the scale is applied inside the exponent's fma: the maximum of the unscaled
+  // scores, scaled once, is the maximum of the scaled ones (rounding is monotonic).
+  auto attend_stage = [&](int stage, bool masked, auto&& visible, auto&& between) {
     const std::uint32_t k_address16 = kv_address16 + stage * (4 * wgmma::tile_bytes >> 4);
     const std::uint32_t v_address16 = k_address16 + (2 * wgmma::tile_bytes >> 4);
 
@@ -612,28 +632,17 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
                          wgmma::descriptor_at<16, 1024>(k_address16 + step_offset / 16), kk != 0);
     }
     wgmma::commit();
-    // The next tile's copies are issued while the tensor cores compute S, so that their address
-    // arithmetic is off the tile's critical path.
-    if (first_key + key_tile < key_end) {
-      load_keys(stage ^ 1, first_key + key_tile, next_page);
-      if (first_key + 2 * key_tile < key_end) next_page = tile_page(first_key + 2 * key_tile);
-    }
-    cp_async_commit();
+    between();
     wgmma::wait();
 
-    // With a positive scale (the usual case) and no key past the end, the scale is applied inside
-    // the exponent's fma: the maximum of the unscaled scores, scaled once, is the maximum of the
-    // scaled ones (rounding is monotonic). Otherwise the scores are scaled and masked first and the
-    // fma's factor is 1.
-    const bool edge = first_key + key_tile > key_end;
-    const bool fold_scale = scale_log2 > 0.0f && !edge;
+    const bool fold_scale = scale_log2 > 0.0f && !masked;
     if (!fold_scale) {
 #pragma unroll
       for (int nt = 0; nt < key_tile / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float value = s[nt][e] * scale_log2;
-          if (edge && first_key + nt * 8 + quad_lane * 2 + (e & 1) >= key_end) value = -INFINITY;
+          if (masked && !visible(e / 2, nt * 8 + quad_lane * 2 + (e & 1))) value = -INFINITY;
           s[nt][e] = value;
         }
       }
@@ -685,8 +694,129 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       wgmma::Instr<T>::pv(o, a[kc], wgmma::descriptor_at<wgmma::tile_bytes, 1024>(v_address16 + kc * 2048 / 16));
     }
     wgmma::commit_and_wait();
+  };
+
+  int stage = 0;
+  for (int first_key = key_begin; first_key < key_end; first_key += key_tile, stage ^= 1) {
+    cp_async_wait<0>();
+    wgmma::fence_shared_for_async_proxy();
+    // One barrier a tile: this tile has landed for every thread, and every warpgroup's wgmma of the
+    // previous tile has completed, so its stage may be refilled with the next tile.
+    __syncthreads();
+    // The next tile's copies are issued while the tensor cores compute S, so that their address
+    // arithmetic is off the tile's critical path. Keys past the prompt's end are masked.
+    attend_stage(
+        stage, first_key + key_tile > key_end, [&](int, int column) { return first_key + column < key_end; },
+        [&] {
+          if (first_key + key_tile < key_end) {
+            load_keys(stage ^ 1, first_key + key_tile, next_page);
+            if (first_key + 2 * key_tile < key_end) next_page = tile_page(first_key + 2 * key_tile);
+          }
+          cp_async_commit();
+        });
   }
   cp_async_wait<0>();
+
+  const OwnTokens<T> own = own_tokens();
+  if (own.step >= 0) {
+    constexpr unsigned dead = no_parent;  // a link past the beam's first step, or a dead beam's
+    constexpr int chunk_keys = 2 * key_tile;
+    // [beam][chunk step]: the token's row among the request's decode tokens (step * max_beams +
+    // beam), or `dead`. It lives past the K/V stages (wgmma::kv_and_lineage_bytes).
+    unsigned* lineage = reinterpret_cast<unsigned*>(kv_smem + 8 * wgmma::tile_bytes);
+    const int first_beam = own.first_row / own.group;
+    const int beams = (own.first_row + rows - 1) / own.group - first_beam + 1;  // at most 128
+    // The first beam of each warpgroup's rows and how many beams they span (0 past the block's end).
+    auto warpgroup_beams = [&](int group_index, int& first, int& count) {
+      const int first_row = group_index * 64;
+      first = first_row < rows ? (own.first_row + first_row) / own.group - first_beam : 0;
+      count = first_row < rows ? (own.first_row + min(first_row + 64, rows) - 1) / own.group - first_beam - first + 1 : 0;
+    };
+    int first_beam_of[2], beams_of[2];
+    warpgroup_beams(0, first_beam_of[0], beams_of[0]);
+    warpgroup_beams(1, first_beam_of[1], beams_of[1]);
+    // One chunk of all steps whose keys fit one 64-key tile per warpgroup: each warpgroup then
+    // attends to a tile of its own beams' tokens only, in its own stage. Otherwise chunks of up to
+    // 128 keys shared by both warpgroups, in both stages.
+    const int steps = own.step + 1;
+    const bool narrow = max(beams_of[0], beams_of[1]) * steps <= key_tile;
+    const int chunk_steps = narrow ? steps : max(1, chunk_keys / beams);
+    // The beams of this thread's two rows; rows past the block's end see nothing.
+    int row_beam[2];
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int row = warp * 16 + lane / 4 + half_row * 8;
+      row_beam[half_row] = row < rows ? (own.first_row + row) / own.group - first_beam : -1;
+    }
+    // Copies keys [first_key, first_key + 64) of a chunk of `keys` into `stage` (key k of the chunk
+    // is beam k / count, step top - k % count). Missing and dead tokens are zero-filled.
+    auto load_own = [&](int stage, int first_key, int keys) {
+      const std::uint32_t k_target = load_target + stage * 4 * wgmma::tile_bytes;
+      const std::uint32_t v_target = k_target + 2 * wgmma::tile_bytes;
+#pragma unroll
+      for (int pass = 0; pass < key_tile / rows_per_pass; ++pass) {
+        const int key = first_key + load_row + pass * rows_per_pass;
+        const unsigned token = key < keys ? lineage[key] : dead;
+        const bool valid = token != dead;
+        const std::size_t source = (valid ? std::size_t{token} * HeadDim : 0) + load_chunk * 8;
+        cp_async_16_shared(k_target + pass * rows_per_pass * 128, own.keys + source, valid);
+        cp_async_16_shared(v_target + pass * rows_per_pass * 128, own.values + source, valid);
+      }
+    };
+    unsigned walker = first_beam + static_cast<int>(threadIdx.x);  // the ancestor at step `top` of this thread's beam
+    for (int top = own.step; top >= 0; top -= chunk_steps) {
+      const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
+      const int keys = beams * count;
+      // Every warpgroup's last wgmma on the stages, and every read of the lineage, is done.
+      __syncthreads();
+      if (static_cast<int>(threadIdx.x) < beams) {
+        for (int c = 0; c < count; ++c) {
+          const int s = top - c;
+          lineage[threadIdx.x * count + c] = walker == dead ? dead : s * own.max_beams + walker;
+          if (walker != dead && s > 0) {
+            const unsigned parent = own.parents[s * own.max_beams + walker];
+            walker = parent == no_parent || parent >= own.max_beams ? dead : parent;
+          }
+        }
+      }
+      __syncthreads();
+      // Narrow: stage g holds warpgroup g's beams' keys, a contiguous range of the chunk's.
+      // Shared: key k is row k % 64 of stage k / 64.
+      for (int tile = 0; tile < 2 && (narrow || tile * key_tile < keys); ++tile) {
+        if (narrow) {
+          if (beams_of[tile] > 0) load_own(tile, first_beam_of[tile] * count, (first_beam_of[tile] + beams_of[tile]) * count);
+        } else {
+          load_own(tile, tile * key_tile, keys);
+        }
+      }
+      cp_async_commit();
+      // A row sees keys [first, first + live) of the chunk: its beam's tokens, newest first, up to
+      // the first dead link (a walk that dies stays dead).
+      int first[2], live[2];
+#pragma unroll
+      for (int half_row = 0; half_row < 2; ++half_row) {
+        first[half_row] = row_beam[half_row] < 0 ? 0 : row_beam[half_row] * count;
+        live[half_row] = 0;
+        if (row_beam[half_row] >= 0) {
+          while (live[half_row] < count && lineage[first[half_row] + live[half_row]] != dead) ++live[half_row];
+        }
+      }
+      cp_async_wait<0>();
+      wgmma::fence_shared_for_async_proxy();
+      __syncthreads();
+      auto visible_from = [&](int first_key) {
+        return [&, first_key](int half_row, int column) {
+          const int key = first_key + column - first[half_row];
+          return key >= 0 && key < live[half_row];
+        };
+      };
+      const int own_tiles = narrow ? 1 : (keys + key_tile - 1) / key_tile;
+      for (int tile = 0; tile < own_tiles; ++tile) {
+        const int stage = narrow ? warpgroup : tile;
+        attend_stage(stage, true, visible_from(narrow ? first_beam_of[warpgroup] * count : tile * key_tile), [] {});
+      }
+    }
+  }
 
 #pragma unroll
   for (int half_row = 0; half_row < 2; ++half_row) {
@@ -950,14 +1080,25 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
                                : smem_bytes;
   if constexpr (Hopper) {
     static_assert(HeadDim == 128 && std::is_same_v<Shape, wgmma::HopperBlock>);
-    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, tile_page, key_tile_in, smem);
+    auto own_tokens = [&] {
+      OwnTokens<T> own;
+      if constexpr (Fused) {
+        own = {pool.beam_tokens(slot, layer, kv_head, kv::key), pool.beam_tokens(slot, layer, kv_head, kv::value), pool.parents(slot, 0),
+               pool.max_beams, step, first_row, group};
+      }
+      return own;
+    };
+    attend_tile_wgmma<T>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, tile_page, key_tile_in, own_tokens, smem);
   } else {
     attend_tile<T, HeadDim, Shape, false>(result, rows, key_begin, key_end, geometry.scale_log2, query_row, key_tile_at, [](int) { return 0; },
                                           reinterpret_cast<T*>(smem));
   }
 
   const int lane = threadIdx.x % 32;
-  if constexpr (Fused) {
+  if constexpr (Fused && Hopper) {
+    store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);  // the own tokens are in already
+    return;
+  } else if constexpr (Fused) {
     auto query_pair_at = [&](int r, int column) {
       if constexpr (Hopper) {
         return wgmma_query_pair_at<T>(smem, r, column);
