@@ -402,9 +402,9 @@ namespace wgmma {
 
 inline constexpr int tile_bytes = 64 * 128;
 using HopperBlock = BlockShape<8, 1>;  // 2 warpgroups x 64 rows
-// Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, 512 bytes for the fused
-// decode epilogue's lineage (the stages then hold a step of 128 beams' own tokens), plus 1 KiB to
-// align the base: swizzle atoms must start on 1024-byte boundaries.
+// Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, 512 bytes for fused
+// decode's lineage (up to 128 own tokens, which the stages then hold), plus 1 KiB to align the base:
+// swizzle atoms must start on 1024-byte boundaries.
 inline constexpr int kv_and_lineage_bytes = 2 * 2 * 2 * tile_bytes + 512;
 inline constexpr std::size_t smem_bytes = 4 * std::size_t{tile_bytes} + kv_and_lineage_bytes + 1024;
 
@@ -898,17 +898,18 @@ __global__ void __launch_bounds__(Shape::threads) prefill_kernel(Keys keys, KvBa
   store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);
 }
 
-// The fused epilogue of staged decode: each row's own decode tokens (steps `step` down to 0, found by
-// walking the ancestry table back from the row's beam) are merged into the prefix result, and the
-// output is written. Each thread holds 2 * HeadDim / 8 columns of its rows (the mma accumulator
+// The fused epilogue of staged decode on the portable (mma.sync) path: each row's own decode tokens
+// (steps `step` down to 0, found by walking the ancestry table back from the row's beam) are merged
+// into the prefix result, and the output is written. (On Hopper, attend_tile_wgmma takes them as
+// masked key tiles instead.) Each thread holds 2 * HeadDim / 8 columns of its rows (the mma accumulator
 // layout: columns dn * 8 + 2t, +1); the four threads of a quad share a row, so a dot product is a
 // partial sum per thread plus two shuffles.
 //
 // The tokens are staged in shared memory (`staging`: the K/V tile stages, free once the prefix loop
 // has ended), a chunk of steps at a time: the walker threads (one per beam of the block) write where
 // each beam's ancestor at every step of the chunk keeps its token to `lineage`, then the whole block
-// requests the chunk's K and V rows at once. A chunk thus costs one dependent parent load per step and one round trip for
-// its tokens; a row walking its own chain paid a parent, a K and a V round trip per step, serially,
+// requests the chunk's K and V rows at once. A chunk thus costs one dependent parent load per step
+// and one round trip for its tokens; a row walking its own chain paid a parent, a K and a V round trip per step, serially,
 // while the tensor cores of the multiprocessor idled.
 // query_pair_at(row, column) reads the block's query elements (row, column) and (row, column + 1),
 // column even, packed (from shared memory, in whatever layout the tile routine keeps it).
@@ -1042,8 +1043,9 @@ inline constexpr int decode_blocks_per_sm = 2;
 
 // Stage 1 of staged decode. grid (m tiles over max_beams * group rows, kv_heads * splits, requests).
 // With Fused (one split), the block finishes the job itself: each row's own decode tokens are merged
-// into the prefix result in the epilogue (the row's query is still in shared memory) and the output
-// is written directly, skipping the fp32 partials and the merge kernel.
+// into the prefix result (on Hopper as masked key tiles after the prompt's, elsewhere in the
+// epilogue, where the row's query is still in shared memory) and the output is written directly,
+// skipping the fp32 partials and the merge kernel.
 template <class T, int HeadDim, class Shape, class Layout, bool Fused, bool Hopper>
 __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
     decode_prefix_kernel(KvPoolView<T, Layout> pool, KvBatchView batch, int layer, int step, Geometry geometry, int splits, const T* q,
