@@ -544,8 +544,12 @@ struct OwnTokens {
 //
 // With own tokens (own.step >= 0), each row then attends to its own decode tokens through the same
 // tensor-core steps. The block's beams walk their ancestry into shared memory a chunk of steps at a
-// time, and the chunk's tokens fill the two K/V stages beam by beam (up to 128 keys). A row sees only
-// its beam's live tokens: one contiguous range of keys, so the mask is two comparisons.
+// time, the chunk's tokens ordered beam by beam, so that a row sees one contiguous range of keys (its
+// beam's live tokens) and the mask is two comparisons. When all steps fit one 64-key tile per
+// warpgroup (16 beams x up to 4 steps for groups of 4), each warpgroup attends to its own beams'
+// tokens only, in its own stage: one tile, where a tile shared by both warpgroups would take two
+// (a masked tile costs what a full one does). Otherwise chunks of up to 128 keys fill both stages
+// and both warpgroups attend to both.
 // own_tokens() returns them; it is called after the prompt's tiles, so that nothing it computes is
 // held through the loop.
 template <class T, class QueryRow, class TilePage, class KeyTile, class OwnTokensOf>
