@@ -343,8 +343,10 @@ TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams
       // block starts inside it. One split (own tokens merged in the prefix kernel) and several.
       {1, 2, 128, 3, 64, 4, {200, 70}, {50, 43}, 1},
       {1, 1, 64, 6, 64, 3, {150}, {45}, 8},
-      // 130 beams of one query head: a block holds 128 beams, so the fused epilogue stages one step
-      // of their own tokens at a time (nine chunks), and the last block holds two beams.
+      // 130 beams of one query head: a block holds 128 beams, so its own tokens come one step at a
+      // time (nine chunks: in the fused epilogue, or as masked tiles shared by both warpgroups on
+      // Hopper), and the last block holds two beams. Groups of 4 and up with at most 4 steps take
+      // one narrow tile per warpgroup on Hopper; groups of 1 to 3 with 3 or more steps, shared tiles.
       {1, 1, 128, 1, 64, 9, {100}, {130}, 1},
       {1, 1, 64, 1, 128, 9, {100}, {130}, 1},
   };
@@ -356,7 +358,7 @@ TEST_CASE("a custom softmax scale, positive or negative, reaches every kernel") 
   auto rng = xgr::test::make_rng(505);
   for (const float scale : {0.02f, 0.3f, -0.05f}) {
     Scenario s{1, 2, 128, 4, 64, 3, {190, 64}, {24, 40}, 1, scale};
-    run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);  // one split: the fused epilogue
+    run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);  // one split: own tokens in the prefix kernel
     s.max_splits = 4;
     run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);  // split partials and the merge kernel
     s.head_dim = 64;
