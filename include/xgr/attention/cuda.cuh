@@ -414,7 +414,8 @@ __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 128 +
 // offset is unused (1), the stride is 1024 B between 8-row groups. N-major operand (V, read as
 // [key][dim]): the leading offset is the 8 KiB between the two 64-column halves, the stride the
 // 1024 B between groups of 8 keys.
-__device__ __forceinline__ std::uint64_t descriptor(std::uint32_t address, std::uint32_t leading_bytes, std::uint32_t stride_bytes) {
+__host__ __device__ __forceinline__ constexpr std::uint64_t descriptor(std::uint32_t address, std::uint32_t leading_bytes,
+                                                                      std::uint32_t stride_bytes) {
   return std::uint64_t{(address & 0x3FFFFu) >> 4} | (std::uint64_t{(leading_bytes & 0x3FFFFu) >> 4} << 16) |
          (std::uint64_t{(stride_bytes & 0x3FFFFu) >> 4} << 32) | (std::uint64_t{1} << 62);
 }
@@ -423,10 +424,16 @@ __device__ __forceinline__ std::uint64_t descriptor(std::uint32_t address, std::
 // from one such base are constants, a descriptor costs one addition: the high word is a constant
 // and the fields of the low word do not overlap (the address is below 2^18 bytes).
 template <std::uint32_t LeadingBytes, std::uint32_t StrideBytes>
-__device__ __forceinline__ std::uint64_t descriptor_at(std::uint32_t address16) {
+__host__ __device__ __forceinline__ constexpr std::uint64_t descriptor_at(std::uint32_t address16) {
   constexpr std::uint32_t high = (StrideBytes >> 4) | (1u << 30);
   return (std::uint64_t{high} << 32) | (address16 + ((LeadingBytes >> 4) << 16));
 }
+// The two agree over the whole of a multiprocessor's shared memory (228 KiB) for the operands the
+// routine builds: K-major Q and K tiles, N-major V tiles.
+static_assert(descriptor_at<16, 1024>(0) == descriptor(0, 16, 1024));
+static_assert(descriptor_at<16, 1024>((228 * 1024 - 16) >> 4) == descriptor(228 * 1024 - 16, 16, 1024));
+static_assert(descriptor_at<tile_bytes, 1024>((228 * 1024 - 16) >> 4) == descriptor(228 * 1024 - 16, tile_bytes, 1024));
+static_assert(descriptor_at<tile_bytes, 1024>(0x1230 >> 4) == descriptor(0x1230, tile_bytes, 1024));
 
 __device__ __forceinline__ void fence() {
 #if XGR_ATTENTION_WGMMA
