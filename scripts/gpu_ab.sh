@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A/B of xgr's headers on one GPU machine: xgr_benchmarks built against the headers of BASE_REF and
+# against the working tree's (or XGR_AB_NEW_REF's), both from the working tree's benchmark sources,
+# run in alternating rounds; each row keeps its best round (scripts/ab_table.py). This is how the
+# kernel changes in docs/benchmarks/ were measured.
+#
+# Usage: scripts/gpu_ab.sh BASE_REF BENCH_FILTER [OUTPUT_DIR]
+#
+#   XGR_AB_NEW_REF      headers to compare against BASE_REF (default: the working tree)
+#   XGR_AB_BENCH        benchmark sources besides main.cu and bench_copy.cu (default: bench_attention;
+#                       e.g. "bench_topk bench_beam")
+#   XGR_AB_ROUNDS       alternating rounds (default 3)
+#   XGR_AB_ARCH         nvcc -gencode (default arch=compute_90a,code=sm_90a)
+#   XGR_AB_BUILD_ONLY=1 build both and stop (for machines without a GPU)
+#
+# Writes to OUTPUT_DIR (default build/gpu-ab): base.log and new.log (every round's console output),
+# ab.md (the table), build_*.log. Environment variables of the benchmarks pass through, e.g.
+# XGR_BENCH_STAGED_ONLY=1 to time staged decode alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+base_ref=$1
+filter=$2
+out=${3:-build/gpu-ab}
+new_ref=${XGR_AB_NEW_REF:-}
+benches=${XGR_AB_BENCH:-bench_attention}
+rounds=${XGR_AB_ROUNDS:-3}
+arch=${XGR_AB_ARCH:-arch=compute_90a,code=sm_90a}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+trees=$(mktemp -d)
+trap 'rm -rf "$trees"' EXIT
+
+# A tree per side: the ref's include/ (or the working tree's), the working tree's benchmarks/ and tests/.
+make_tree() {  # make_tree NAME REF
+  local tree=$trees/$1
+  mkdir -p "$tree"
+  if [ -n "$2" ]; then
+    git rev-parse --verify --quiet "$2^{commit}" > /dev/null || { echo "gpu_ab: no commit '$2'" >&2; exit 2; }
+    git archive "$2" include | tar -x -C "$tree"
+  else
+    cp -r include "$tree/"
+  fi
+  cp -r benchmarks tests "$tree/"
+}
+
+build() {  # build NAME: objects in parallel, then link
+  local tree=$trees/$1 flags pids=() objects=()
+  flags="-std=c++20 -O3 -lineinfo -gencode $arch -I$tree/include -I$tree/tests -I$tree/benchmarks"
+  for source in main bench_copy $benches; do
+    nvcc $flags -c "$tree/benchmarks/$source.cu" -o "$tree/$source.o" > "$out/build_$1_$source.log" 2>&1 &
+    pids+=($!)
+    objects+=("$tree/$source.o")
+  done
+  local failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [ $failed = 1 ]; then
+    echo "gpu_ab: the $1 build failed; see $out/build_$1_*.log" >&2
+    return 1
+  fi
+  nvcc -gencode "$arch" "${objects[@]}" -o "$tree/xgr_benchmarks" -lbenchmark -lpthread -lcublas > "$out/build_$1_link.log" 2>&1
+}
+
+make_tree base "$base_ref"
+make_tree new "$new_ref"
+build base & base_pid=$!
+build new & new_pid=$!
+status=0
+wait $base_pid || status=1
+wait $new_pid || status=1
+[ $status = 0 ] || exit 1
+echo "gpu_ab: built base ($base_ref) and new (${new_ref:-working tree})"
+[ "${XGR_AB_BUILD_ONLY:-0}" = 1 ] && exit 0
+
+: > "$out/base.log"
+: > "$out/new.log"
+for round in $(seq "$rounds"); do
+  for side in base new; do
+    if ! "$trees/$side/xgr_benchmarks" --benchmark_filter="$filter" >> "$out/$side.log" 2>&1; then
+      echo "gpu_ab: the $side benchmarks failed or found no GPU; see $out/$side.log" >&2
+      exit 1
+    fi
+  done
+  echo "gpu_ab: round $round of $rounds done"
+done
+python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_ref,${new_ref:-new}" | tee "$out/ab.md"
