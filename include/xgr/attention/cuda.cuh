@@ -117,13 +117,12 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
 
 // 16-byte asynchronous copy; with `valid` false the target is zero-filled and the source not read
 // (rows past a prompt's end must be zeros, not whatever the page holds: 0 * NaN would poison O).
-__device__ __forceinline__ void cp_async_16(void* target, const void* source, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(target)), "l"(source),
-               "r"(valid ? 16 : 0));
-}
-// The same, to a shared-memory address already converted (shared_address).
+// The target is a shared-memory address already converted (shared_address).
 __device__ __forceinline__ void cp_async_16_shared(std::uint32_t target, const void* source, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(target), "l"(source), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_16(void* target, const void* source, bool valid) {
+  cp_async_16_shared(shared_address(target), source, valid);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int Pending>
@@ -451,10 +450,8 @@ __device__ __forceinline__ void wait() {
 #endif
 }
 __device__ __forceinline__ void commit_and_wait() {
-#if XGR_ATTENTION_WGMMA
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
+  commit();
+  wait();
 }
 // 2^x on the special-function unit, subnormal results flushed to zero: exp2f without fast math adds
 // three instructions around it to keep them, and a weight below 2^-126 of the row's largest does not
@@ -530,6 +527,23 @@ inline bool available() {
 }
 
 }  // namespace wgmma
+
+// One walker thread's part of a chunk of its beam's ancestry: for steps top, top - 1, ...,
+// top - count + 1 it stores where the ancestor keeps its token (step * max_beams + beam), or
+// no_parent past a dead link, as entry(c, value) for c = 0, 1, ...; `walker` starts at the ancestor at
+// step `top` and ends at the one at step top - count. parent_of(s, beam) reads the ancestry table.
+template <class Parent, class Entry>
+__device__ __forceinline__ void walk_ancestry(unsigned& walker, int top, int count, unsigned max_beams, Parent&& parent_of,
+                                              Entry&& entry) {
+  for (int c = 0; c < count; ++c) {
+    const int s = top - c;
+    entry(c, walker == no_parent ? no_parent : s * max_beams + walker);
+    if (walker != no_parent && s > 0) {
+      const unsigned parent = parent_of(s, walker);
+      walker = parent == no_parent || parent >= max_beams ? no_parent : parent;
+    }
+  }
+}
 
 // The block rows' own decode tokens, for fused decode on Hopper: the tile routine attends to them
 // after the prompt, as masked key tiles. `step` < 0: none (split decode merges them later).
@@ -781,14 +795,9 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       // Every warpgroup's last wgmma on the stages, and every read of the lineage, is done.
       __syncthreads();
       if (static_cast<int>(threadIdx.x) < beams) {
-        for (int c = 0; c < count; ++c) {
-          const int s = top - c;
-          lineage[threadIdx.x * count + c] = walker == dead ? dead : s * own.max_beams + walker;
-          if (walker != dead && s > 0) {
-            const unsigned parent = own.parents[s * own.max_beams + walker];
-            walker = parent == no_parent || parent >= own.max_beams ? dead : parent;
-          }
-        }
+        walk_ancestry(
+            walker, top, count, own.max_beams, [&](int s, unsigned beam) { return own.parents[s * own.max_beams + beam]; },
+            [&](int c, unsigned token) { lineage[threadIdx.x * count + c] = token; });
       }
       __syncthreads();
       // Narrow: stage g holds warpgroup g's beams' keys, a contiguous range of the chunk's.
@@ -968,14 +977,9 @@ __device__ __forceinline__ void merge_own_tokens_and_store(TileResult<HeadDim, S
   for (int top = step; top >= 0; top -= chunk_steps) {
     const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
     if (static_cast<int>(threadIdx.x) < beams) {
-      for (int c = 0; c < count; ++c) {
-        const int s = top - c;
-        lineage[c * beams + threadIdx.x] = walker == dead ? dead : s * pool.max_beams + walker;
-        if (walker != dead && s > 0) {
-          const unsigned parent = pool.parents(slot, s)[walker];
-          walker = parent == no_parent || parent >= pool.max_beams ? dead : parent;
-        }
-      }
+      walk_ancestry(
+          walker, top, count, pool.max_beams, [&](int s, unsigned beam) { return pool.parents(slot, s)[beam]; },
+          [&](int c, unsigned token) { lineage[c * beams + threadIdx.x] = token; });
     }
     __syncthreads();
     for (int pair = static_cast<int>(threadIdx.x) / pair_copies; pair < count * beams; pair += pairs_per_pass) {
