@@ -16,6 +16,8 @@
 //
 // XGR_BENCH_STAGED_ONLY=1 in the environment skips the two baselines (mma_sync_us and per_beam_us
 // read 0): for comparing builds of the staged kernels, where the baselines take most of the time.
+// XGR_BENCH_MAX_SPLITS=N caps the prompt splits of small batches (DecodeLimits::max_splits; default 8),
+// e.g. 1 to time a batch that would split as one fused launch.
 //
 // Also: prefill rows, and how many (P = 2048, B = 256) requests of an 8-layer model fit in 60 GiB of
 // KV under each policy (real pools, admitted until full).
@@ -114,6 +116,15 @@ bool staged_only() {
   return value;
 }
 
+std::size_t max_splits() {
+  static const std::size_t value = [] {
+    const char* setting = std::getenv("XGR_BENCH_MAX_SPLITS");
+    const long parsed = setting != nullptr ? std::strtol(setting, nullptr, 10) : 0;
+    return parsed > 0 ? static_cast<std::size_t>(parsed) : xgr::attention::DecodeLimits{}.max_splits;
+  }();
+  return value;
+}
+
 void decode(benchmark::State& state, const Shape& shape) {
   const xgr::KvShape kv_shape{1, kv_heads, head_dim};
   const xgr::exec::cuda exec{};
@@ -137,7 +148,7 @@ void decode(benchmark::State& state, const Shape& shape) {
   xgr::DeviceBuffer<bfloat16> q(rows * q_heads * head_dim), out(rows * q_heads * head_dim);
   fill(q.span(), 12);
   const xgr::attention::Options options{q_heads};
-  const xgr::attention::DecodeLimits limits{rows, q_heads, head_dim};
+  const xgr::attention::DecodeLimits limits{rows, q_heads, head_dim, max_splits()};
   xgr::DeviceWorkspace workspace(xgr::attention::decode_workspace_bytes(limits));
   // The set-up ran on the legacy stream; the timer's stream does not wait for it on its own.
   XGR_CUDA_CHECK(cudaDeviceSynchronize());

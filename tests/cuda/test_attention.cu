@@ -349,6 +349,9 @@ TEST_CASE("edge shapes: one token, one beam, page and tile boundaries, max beams
       // one narrow tile per warpgroup on Hopper; groups of 1 to 3 with 3 or more steps, shared tiles.
       {1, 1, 128, 1, 64, 9, {100}, {130}, 1},
       {1, 1, 64, 1, 128, 9, {100}, {130}, 1},
+      // 400 beams over 9 steps: the fused Hopper kernel stages the parent links of steps 1..7 in
+      // shared memory (up to 12 KiB) and walks device memory at step 8 (3,200 links).
+      {1, 1, 128, 4, 64, 9, {100}, {400}, 1},
   };
   for (const Scenario& s : scenarios) run_scenario<xgr::bfloat16, xgr::kv::PageMajor>(s, rng, 1e-2);
   report_worst("bf16 edge shapes");

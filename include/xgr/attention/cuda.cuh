@@ -124,6 +124,10 @@ __device__ __forceinline__ void cp_async_16_shared(std::uint32_t target, const v
 __device__ __forceinline__ void cp_async_16(void* target, const void* source, bool valid) {
   cp_async_16_shared(shared_address(target), source, valid);
 }
+// 4-byte asynchronous copy (for word arrays of no particular alignment).
+__device__ __forceinline__ void cp_async_4_shared(std::uint32_t target, const void* source) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(target), "l"(source));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int Pending>
 __device__ __forceinline__ void cp_async_wait() {
@@ -402,10 +406,22 @@ namespace wgmma {
 inline constexpr int tile_bytes = 64 * 128;
 using HopperBlock = BlockShape<8, 1>;  // 2 warpgroups x 64 rows
 // Q (2 warpgroups x 2 column halves) + 2 stages x (K, V) x 2 column halves, 512 bytes for fused
-// decode's lineage (up to 128 own tokens, which the stages then hold), plus 1 KiB to align the base:
-// swizzle atoms must start on 1024-byte boundaries.
+// decode's lineage (up to 128 own tokens, which the stages then hold), 12 KiB for fused decode's
+// parent links (steps 1..step of the request, when they fit), plus 1 KiB to align the base: swizzle
+// atoms must start on 1024-byte boundaries.
 inline constexpr int kv_and_lineage_bytes = 2 * 2 * 2 * tile_bytes + 512;
-inline constexpr std::size_t smem_bytes = 4 * std::size_t{tile_bytes} + kv_and_lineage_bytes + 1024;
+inline constexpr int staged_parent_bytes = 12 * 1024;
+inline constexpr std::size_t smem_bytes = 4 * std::size_t{tile_bytes} + kv_and_lineage_bytes + staged_parent_bytes + 1024;
+// Two blocks per multiprocessor (decode_blocks_per_sm) must fit in Hopper's 228 KiB, with the 1 KiB
+// the hardware reserves per block.
+static_assert(2 * (smem_bytes + 1024) <= 228 * 1024);
+
+// The number of parent links fused decode stages in shared memory for `step`, or 0 where they do not
+// fit (the walk then reads device memory).
+__host__ __device__ __forceinline__ constexpr unsigned staged_parent_words(int step, unsigned max_beams) {
+  const unsigned long long words = step > 0 ? static_cast<unsigned long long>(step) * max_beams : 0;
+  return words * sizeof(unsigned) <= staged_parent_bytes ? static_cast<unsigned>(words) : 0u;
+}
 
 __device__ __forceinline__ int swizzled(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
@@ -590,6 +606,18 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
   const int lane = threadIdx.x % 32;
   const int quad_lane = lane % 4;
 
+  // The parent links the own tokens' walk will follow (steps 1..step) travel with the first tiles,
+  // so that the walk after the prompt reads shared memory instead of making one dependent round trip
+  // to device memory per step. Nothing of this is held through the loop: own_tokens() is called
+  // again after it.
+  unsigned* staged_parents = reinterpret_cast<unsigned*>(kv_smem + wgmma::kv_and_lineage_bytes);
+  {
+    const OwnTokens<T> own = own_tokens();
+    const unsigned words = wgmma::staged_parent_words(own.step, own.max_beams);
+    for (unsigned word = threadIdx.x; word < words; word += Shape::threads) {
+      cp_async_4_shared(shared_address(staged_parents + word), own.parents + own.max_beams + word);
+    }
+  }
   // The pages of the first two tiles are requested before the query copies are issued, which then
   // overlap their round trips.
   const std::uint32_t first_page = key_begin < key_end ? tile_page(key_begin) : 0u;
@@ -788,6 +816,12 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
         cp_async_16_shared(v_target + pass * rows_per_pass * 128, own.values + source, valid);
       }
     };
+    // The links of steps 1..step, staged with the first tiles (the loop's waits and the barrier
+    // below made them visible), or device memory where they did not fit.
+    const bool parents_staged = wgmma::staged_parent_words(own.step, own.max_beams) > 0;
+    auto parent_of = [&](int s, unsigned beam) {
+      return parents_staged ? staged_parents[(s - 1) * own.max_beams + beam] : own.parents[s * own.max_beams + beam];
+    };
     unsigned walker = first_beam + static_cast<int>(threadIdx.x);  // the ancestor at step `top` of this thread's beam
     for (int top = own.step; top >= 0; top -= chunk_steps) {
       const int count = min(chunk_steps, top + 1);  // this chunk: steps top, top - 1, ..., top - count + 1
@@ -795,9 +829,7 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       // Every warpgroup's last wgmma on the stages, and every read of the lineage, is done.
       __syncthreads();
       if (static_cast<int>(threadIdx.x) < beams) {
-        walk_ancestry(
-            walker, top, count, own.max_beams, [&](int s, unsigned beam) { return own.parents[s * own.max_beams + beam]; },
-            [&](int c, unsigned token) { lineage[threadIdx.x * count + c] = token; });
+        walk_ancestry(walker, top, count, own.max_beams, parent_of, [&](int c, unsigned token) { lineage[threadIdx.x * count + c] = token; });
       }
       __syncthreads();
       // Narrow: stage g holds warpgroup g's beams' keys, a contiguous range of the chunk's.
@@ -850,6 +882,45 @@ __device__ __forceinline__ void attend_tile_wgmma(TileResult<128, 1>& result, in
       result.o[0][dn][half_row * 2 + 1] = o[dn][half_row * 2 + 1] * inverse;
     }
     result.lse[0][half_row] = sum > 0.0f ? (row_max[half_row] + log2f(sum)) * ln2 : -INFINITY;
+  }
+}
+
+// Writes the Hopper block's normalised output rows (out_row(r), as in store_rows) through shared
+// memory: each warpgroup stages its 64 rows in its own Q tiles, which its last wgmma has finished
+// reading, and then writes whole 16-byte chunks (eight stores a thread instead of 64 of four bytes).
+// The staging keeps the tiles' 128-byte swizzle, so both sides are free of bank conflicts.
+template <class T, class OutRow>
+__device__ __forceinline__ void store_rows_wgmma(const TileResult<128, 1>& result, int rows, T* out, OutRow&& out_row, unsigned char* q_smem) {
+  using Mma = MmaType<T>;
+  constexpr int HeadDim = 128;
+  constexpr int elements_per_chunk = 16 / static_cast<int>(sizeof(T));
+  constexpr int row_chunks = HeadDim / elements_per_chunk;
+  const int warp = threadIdx.x / 32;
+  const int warpgroup = warp / 4;
+  const int lane = threadIdx.x % 32;
+  unsigned char* tiles = q_smem + warpgroup * 2 * wgmma::tile_bytes;
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    const int local = (warp % 4) * 16 + lane / 4 + half_row * 8;
+#pragma unroll
+    for (int dn = 0; dn < HeadDim / 8; ++dn) {
+      const int column = dn * 8 + (lane % 4) * 2;
+      unsigned char* pair = tiles + (column / 64) * wgmma::tile_bytes + wgmma::swizzled(local, (column % 64) / 8) + (column % 8) * sizeof(T);
+      *reinterpret_cast<std::uint32_t*>(pair) = Mma::pack(result.o[0][dn][half_row * 2], result.o[0][dn][half_row * 2 + 1]);
+    }
+  }
+  // The warpgroup's 128 threads only: the other warpgroup may still be computing.
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warpgroup) : "memory");
+  const int thread = static_cast<int>(threadIdx.x) % 128;
+#pragma unroll
+  for (int pass = 0; pass < 64 * row_chunks / 128; ++pass) {
+    const int local = pass * (128 / row_chunks) + thread / row_chunks;
+    const int chunk = thread % row_chunks;
+    const int row = warpgroup * 64 + local;
+    if (row < rows) {
+      const uint4 value = *reinterpret_cast<const uint4*>(tiles + (chunk / 8) * wgmma::tile_bytes + wgmma::swizzled(local, chunk % 8));
+      *reinterpret_cast<uint4*>(out + static_cast<std::size_t>(out_row(row)) * HeadDim + chunk * elements_per_chunk) = value;
+    }
   }
 }
 
@@ -1113,7 +1184,7 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
 
   const int lane = threadIdx.x % 32;
   if constexpr (Fused && Hopper) {
-    store_rows<T, HeadDim, Shape>(result, rows, out, flat_row);  // the own tokens are in already
+    store_rows_wgmma<T>(result, rows, out, flat_row, smem);  // the own tokens are in already
     return;
   } else if constexpr (Fused) {
     auto query_pair_at = [&](int r, int column) {
@@ -1513,14 +1584,18 @@ void prefill(exec::cuda exec, CopyOnForkKvCache<T, MemorySpace::device>& cache, 
   }
 }
 
-// How many prompt chunks a batch is split into. Splitting pays only while the blocks of one split do
-// not fill the resident slots of the GPU (decode_blocks_per_sm per multiprocessor): beyond that it adds
-// partial-result traffic and a merge pass without adding parallelism. Chunks stay at least 256 keys
-// long, and at most limits.max_splits.
+// How many prompt chunks a batch is split into. A batch whose blocks fill more than half of the
+// multiprocessors is not split: the partials and the merge kernel cost more than a second resident
+// block per multiprocessor gains (on an H100, 8 x 128 beams at 1,024 tokens took 46 us in two splits
+// and 34 us in one). Smaller batches split until their blocks fill the resident slots of the GPU
+// (decode_blocks_per_sm per multiprocessor). Chunks stay at least 256 keys long, and at most
+// limits.max_splits.
 [[nodiscard]] inline int decode_splits(const KvBatchView& batch, std::size_t kv_heads, std::size_t group, std::size_t max_splits) {
   const std::size_t rows_per_block = detail::WideBlock::rows;
   const std::size_t blocks = std::max<std::size_t>(1, (batch.total_beams * group + rows_per_block - 1) / rows_per_block * kv_heads);
-  const std::size_t resident = std::size_t{detail::decode_blocks_per_sm} * static_cast<std::size_t>(detail::multiprocessors());
+  const std::size_t multiprocessors = static_cast<std::size_t>(detail::multiprocessors());
+  if (2 * blocks > multiprocessors) return 1;
+  const std::size_t resident = std::size_t{detail::decode_blocks_per_sm} * multiprocessors;
   const std::size_t wanted = std::max<std::size_t>(1, resident / blocks);
   const std::size_t by_length = std::max<std::size_t>(1, batch.max_prompt_tokens / 256);
   return static_cast<int>(std::clamp<std::size_t>(wanted, 1, std::min(max_splits, by_length)));
