@@ -909,8 +909,13 @@ __device__ __forceinline__ void store_rows_wgmma(const TileResult<128, 1>& resul
       *reinterpret_cast<std::uint32_t*>(pair) = Mma::pack(result.o[0][dn][half_row * 2], result.o[0][dn][half_row * 2 + 1]);
     }
   }
-  // The warpgroup's 128 threads only: the other warpgroup may still be computing.
-  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warpgroup) : "memory");
+  // The warpgroup's 128 threads only: the other warpgroup may still be computing. (Immediate ids:
+  // with an id in a register, ptxas reserves all 16 barriers.)
+  if (warpgroup == 0) {
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  } else {
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
+  }
   const int thread = static_cast<int>(threadIdx.x) % 128;
 #pragma unroll
   for (int pass = 0; pass < 64 * row_chunks / 128; ++pass) {
