@@ -86,4 +86,9 @@ for round in $(seq "$rounds"); do
   done
   echo "gpu_ab: round $round of $rounds done"
 done
-python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_ref,${new_ref:-new}" | tee "$out/ab.md"
+# The table names each side by the commit its ref resolved to here, so that a record never depends on
+# what a symbolic ref (HEAD, a branch) meant in this clone.
+name_of() { git rev-parse --short "$1^{commit}"; }
+base_name="$base_ref ($(name_of "$base_ref"))"
+new_name=${new_ref:+"$new_ref ($(name_of "$new_ref"))"}
+python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_name,${new_name:-working tree}" | tee "$out/ab.md"
