@@ -929,15 +929,6 @@ __device__ __forceinline__ void store_rows_wgmma(const TileResult<128, 1>& resul
   }
 }
 
-// The query elements (row, column) and (row, column + 1) of the block, column even, from the swizzled
-// Q tiles (a pair never straddles a 16-byte chunk).
-template <class T>
-__device__ __forceinline__ std::uint32_t wgmma_query_pair_at(const unsigned char* q_smem, int row, int column) {
-  const int local = row % 64;
-  const unsigned char* tile = q_smem + ((row / 64) * 2 + column / 64) * wgmma::tile_bytes;
-  return *reinterpret_cast<const std::uint32_t*>(tile + wgmma::swizzled(local, (column % 64) / 8) + (column % 8) * sizeof(T));
-}
-
 // --- kernels ------------------------------------------------------------------------------------
 
 struct Geometry {
@@ -1192,16 +1183,13 @@ __global__ void __launch_bounds__(Shape::threads, decode_blocks_per_sm)
     store_rows_wgmma<T>(result, rows, out, flat_row, smem);  // the own tokens are in already
     return;
   } else if constexpr (Fused) {
+    // The portable path (Hopper attends to the own tokens in attend_tile_wgmma, above).
     auto query_pair_at = [&](int r, int column) {
-      if constexpr (Hopper) {
-        return wgmma_query_pair_at<T>(smem, r, column);
-      } else {
-        return *reinterpret_cast<const std::uint32_t*>(reinterpret_cast<const T*>(smem) + r * smem_stride<HeadDim> + column);
-      }
+      return *reinterpret_cast<const std::uint32_t*>(reinterpret_cast<const T*>(smem) + r * smem_stride<HeadDim> + column);
     };
-    // The K/V stages (and, on Hopper, the lineage tail after them) stage the rows' own tokens.
-    constexpr int q_bytes = Hopper ? 4 * wgmma::tile_bytes : Shape::rows * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
-    constexpr int staging_bytes = Hopper ? wgmma::kv_and_lineage_bytes : 2 * 2 * key_tile * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    // The K/V stages stage the rows' own tokens.
+    constexpr int q_bytes = Shape::rows * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
+    constexpr int staging_bytes = 2 * 2 * key_tile * smem_stride<HeadDim> * static_cast<int>(sizeof(T));
     merge_own_tokens_and_store<T, HeadDim, Shape, staging_bytes>(result, rows, first_row, group, pool, slot, layer, kv_head, step,
                                                                  geometry.scale, query_pair_at, smem + q_bytes, out, flat_row);
     return;
