@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/random.hpp"
@@ -215,18 +216,88 @@ TEST_CASE("score hints replace the sample: exact results whether the hints are t
       DeviceTopKInput<float> device(input);
       const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
       device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), rows, per_row, per_row};
-      DeviceOutput output(groups, spec.k);
-      output.poison();
       const xgr::TopKLimits limits = input.limits();
       workspace.reserve(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits));
-      xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
-      XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-      std::string why;
-      if (!xgr::test::same_results(output.to_host(), expected, &why)) {
-        FAIL_CHECK("case " << case_index << " hint kind " << kind << " " << spec.describe() << ": " << why);
+      // With a sparse mask and row bounds, hints take the fused kernel by default; the beam step
+      // turns it off for wide levels (the general path with the hints' bound).
+      for (const bool fused : {true, false}) {
+        DeviceOutput output(groups, spec.k);
+        output.poison();
+        xgr::topk::cuda_detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(),
+                                                                          limits, workspace, {.fuse_hinted = fused});
+        XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+        std::string why;
+        if (!xgr::test::same_results(output.to_host(), expected, &why)) {
+          FAIL_CHECK("case " << case_index << " hint kind " << kind << (fused ? " fused " : " general ") << spec.describe() << ": "
+                             << why);
+        }
       }
     }
     ++case_index;
+  }
+}
+
+TEST_CASE("hints with a sparse mask and row bounds: survivors in shared memory, spilled to the workspace, and past both") {
+  // With hints, a sparse mask and row score bounds one kernel (a cluster per group) bounds, gathers
+  // and selects. Hints all equal to the group's t-th best score put the bound there, so that t
+  // candidates survive (a few more where scores tie): fewer than k (the hints overreach), a
+  // shared-memory buffer's worth or less, more (spilled to the workspace's survivor buffer), and more
+  // than both hold (a selection over the input). Every result must be exact. The second shape's
+  // groups have more rows than a block takes at once (the gather walks them in chunks).
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(259);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const auto [rows_per_group, vocab] : {std::pair<std::size_t, std::size_t>{48, 3000}, {1100, 240}}) {
+    xgr::test::TopKCase spec;
+    spec.groups = 2;
+    spec.rows_per_group = rows_per_group;
+    spec.vocab = vocab;
+    spec.k = 40;
+    spec.mask = xgr::MaskKind::sparse;
+    spec.density = 0.9;
+    spec.row_offsets = true;
+    spec.row_bounds = true;
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    const auto expected = xgr::test::brute_force_topk(input);
+    const std::size_t staged = detail::hinted_staged_capacity;
+    const std::size_t spill = detail::survivor_capacity(input.limits());
+    const std::size_t per_row = std::min<std::size_t>(8, xgr::max_group_score_hints / rows_per_group);
+    REQUIRE(rows_per_group * per_row >= spec.k);
+
+    // Each group's selectable candidate scores, best first.
+    std::vector<std::vector<float>> group_scores(spec.groups);
+    for (std::size_t row = 0; row < input.rows; ++row) {
+      for (std::uint32_t entry = input.row_ptr[row]; entry < input.row_ptr[row + 1]; ++entry) {
+        const float score = input.scores[row * input.row_stride() + input.columns[entry]] + input.row_offsets[row];
+        if (xgr::topk::is_selectable(score)) group_scores[row / rows_per_group].push_back(score);
+      }
+    }
+    for (auto& scores : group_scores) {
+      std::sort(scores.begin(), scores.end(), std::greater<>());
+      REQUIRE(scores.size() > staged + spill + 1000);
+    }
+
+    workspace.reserve(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, input.limits()));
+    for (const std::size_t survivors : {spec.k / 2, spec.k, spec.k + 1, staged / 2, staged, staged + 1, staged + spill / 2,
+                                        staged + spill, staged + spill + 1000}) {
+      std::vector<float> hints(input.rows * per_row, -inf);
+      for (std::size_t row = 0; row < input.rows; ++row) {
+        const auto& scores = group_scores[row / rows_per_group];
+        for (std::size_t h = 0; h < per_row; ++h) hints[row * per_row + h] = scores[survivors - 1];
+      }
+      DeviceTopKInput<float> device(input);
+      const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
+      device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, per_row, per_row};
+      DeviceOutput output(spec.groups, spec.k);
+      output.poison();
+      xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(), workspace);
+      XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+      std::string why;
+      CHECK_MESSAGE(xgr::test::same_results(output.to_host(), expected, &why),
+                    spec.describe() << ", " << survivors << " survivors: " << why);
+    }
   }
 }
 
@@ -296,6 +367,7 @@ TEST_CASE("the streamed filter: more tiles than its first ring, staged and unsta
     check(xgr::test::make_topk_input<float>(spec, rng));
   }
   // Rows before the first group and after the last belong to no group: their tiles are skipped.
+  // Group sizes are random: inputs are drawn until they span more tiles than the first rings.
   xgr::test::TopKCase spec;
   spec.groups = 5;
   spec.rows_per_group = rows / 2;
@@ -305,6 +377,8 @@ TEST_CASE("the streamed filter: more tiles than its first ring, staged and unsta
   spec.mask = xgr::MaskKind::bitset;
   spec.density = 0.5;
   auto input = xgr::test::make_topk_input<float>(spec, rng);
+  const std::size_t tiles_per_row = (spec.vocab + detail::filter_tile - 1) / detail::filter_tile;
+  for (int draw = 0; draw < 100 && input.rows * tiles_per_row <= first_rings; ++draw) input = xgr::test::make_topk_input<float>(spec, rng);
   input.group_row_offsets[0] = std::min<std::uint32_t>(input.group_row_offsets[1], 37);
   input.group_row_offsets.pop_back();
   REQUIRE(input.group_row_offsets.back() < input.rows);

@@ -259,14 +259,12 @@ struct UpdateArgs {
   std::uint32_t* live;
 };
 
-template <int BlockThreads>
-__global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
-  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the selection, whose winners it reads
-  const std::uint32_t request = blockIdx.x;
+// Request `request`'s winners turned into its next beams, by the whole block.
+__device__ inline void update_request(const UpdateArgs& args, std::uint32_t request) {
   const std::uint32_t first_row = args.row_begin[request];
   const std::uint32_t width = args.row_begin[request + 1] - first_row;
   const std::uint32_t kept = min(args.winner_counts[request], width);
-  for (std::uint32_t slot = threadIdx.x; slot < width; slot += BlockThreads) {
+  for (std::uint32_t slot = threadIdx.x; slot < width; slot += blockDim.x) {
     const std::uint32_t row = first_row + slot;
     if (slot >= kept) {
       args.next_nodes[row] = no_trie_node;
@@ -295,6 +293,20 @@ __global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
   }
   if (threadIdx.x == 0) args.live[request] = kept;
 }
+
+template <int BlockThreads>
+__global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
+  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the selection, whose winners it reads
+  update_request(args, blockIdx.x);
+}
+
+// The update as the selection's epilogue: the fused hinted selection runs it for each request in
+// the block that wrote the request's winners (topk::cuda_detail::NoEpilogue), which saves the
+// update's launch and its wait for the selection.
+struct UpdateEpilogue {
+  UpdateArgs args;
+  __device__ void operator()(std::uint32_t request) const { update_request(args, request); }
+};
 
 template <int BlockThreads>
 __global__ void __launch_bounds__(BlockThreads) begin_kernel(const std::uint32_t* row_begin, std::uint32_t* nodes, float* scores, std::uint32_t* live) {
@@ -354,6 +366,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   BeamSearcher(exec::cuda exec, const DeviceItemTrie& trie, const BeamConfig& config)
       : trie_(trie.view()),
         codebook_sizes_(trie.codebook_sizes().begin(), trie.codebook_sizes().end()),
+        nodes_at_depth_(trie.levels() + 1),
         config_(config),
         level_offsets_(beam::detail::validate_config(config, trie.codebook_sizes())),
         max_slots_(config.max_requests * config.max_beam_width),
@@ -361,6 +374,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
         mask_words_((config.vocab + 31) / 32),
         hints_per_row_(beam::cuda_detail::score_hints_per_row(config.max_beam_width)) {
     const std::size_t levels = codebook_sizes_.size();
+    for (std::size_t depth = 0; depth <= levels; ++depth) nodes_at_depth_[depth] = trie.nodes_at_depth(depth);
     for (int side = 0; side < 2; ++side) {
       scores_[side] = DeviceBuffer<float>(max_slots_);
       nodes_[side] = DeviceBuffer<std::uint32_t>(max_slots_);
@@ -459,16 +473,47 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
                              MatrixView<std::uint32_t>{winner_indices_.data(), request_count(), max_width_, config_.max_beam_width},
                              std::span<std::uint32_t>(winner_counts_.data(), request_count())};
+    // The update: a launch of its own after the selection, or the fused selection's epilogue.
+    const beam::cuda_detail::UpdateArgs args{trie_,
+                                             row_begin_device_.data(),
+                                             winner_values_.data(),
+                                             winner_indices_.data(),
+                                             winner_counts_.data(),
+                                             config_.max_beam_width,
+                                             pooled ? pool_tokens_.data() : nullptr,
+                                             static_cast<std::uint32_t>(pool_width_),
+                                             static_cast<std::uint32_t>(config_.vocab),
+                                             static_cast<std::uint32_t>(level),
+                                             static_cast<std::uint32_t>(levels()),
+                                             token_offset,
+                                             nodes_[now].data(),
+                                             tokens_[now].data(),
+                                             nodes_[next].data(),
+                                             scores_[next].data(),
+                                             tokens_[next].data(),
+                                             ancestry_.data() + level * max_slots_,
+                                             live_.data()};
     TopKProblem<T> candidates;
     candidates.scores = MatrixView<const T>{logits.data, slots, logits.cols, logits.row_stride};
     candidates.row_offsets = std::span<const float>(offsets_.data(), slots);
     candidates.row_score_bounds = std::span<const float>(bounds_.data(), slots);
     candidates.mask = mask;
+    bool updated = false;
     if (!pooled) {
       candidates.k = max_width_;
       candidates.group_row_offsets = groups;
       if (score_hints != nullptr) candidates.row_score_hints = MatrixView<const float>{score_hints, slots, hints_per_row_, hints_per_row_};
-      masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_);
+      // Every normalisation block waits for the kernel before it, so the selection's first kernel
+      // may start overlapping the normalisation (topk::cuda_detail::FirstLaunch). The fused hinted
+      // selection gathers a request's allowed entries with one cluster of blocks: it pays while a
+      // request's beams have on average no more children than the cluster stages (the last levels
+      // of a catalogue); wider levels take the filter's block per beam (measured in
+      // docs/benchmarks/beam.md).
+      const topk::cuda_detail::CallOptions options{
+          .first_launch = topk::cuda_detail::FirstLaunch::overlapping,
+          .fuse_hinted = max_width_ * nodes_at_depth_[level + 1] <= topk::cuda_detail::hinted_staged_capacity * nodes_at_depth_[level]};
+      updated = topk::cuda_detail::enqueue_masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_, options,
+                                                               beam::cuda_detail::UpdateEpilogue{args});
     } else {
       // Each beam keeps its pool_width best candidates (a group per row), then the request selects
       // among its beams' pools. Pool slots past a beam's count hold -inf and are never selected.
@@ -484,28 +529,10 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       pool_problem.group_row_offsets = groups;
       masked_topk<Select>(exec, pool_problem, winners, pool_limits(), workspace_);
     }
-
-    beam::cuda_detail::UpdateArgs args{trie_,
-                                       row_begin_device_.data(),
-                                       winner_values_.data(),
-                                       winner_indices_.data(),
-                                       winner_counts_.data(),
-                                       config_.max_beam_width,
-                                       pooled ? pool_tokens_.data() : nullptr,
-                                       static_cast<std::uint32_t>(pool_width_),
-                                       static_cast<std::uint32_t>(config_.vocab),
-                                       static_cast<std::uint32_t>(level),
-                                       static_cast<std::uint32_t>(levels()),
-                                       token_offset,
-                                       nodes_[now].data(),
-                                       tokens_[now].data(),
-                                       nodes_[next].data(),
-                                       scores_[next].data(),
-                                       tokens_[next].data(),
-                                       ancestry_.data() + level * max_slots_,
-                                       live_.data()};
-    ::xgr::detail::launch_overlapping(beam::cuda_detail::update_kernel<beam::cuda_detail::update_threads>,
-                                      static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream, args);
+    if (!updated) {
+      ::xgr::detail::launch_overlapping(beam::cuda_detail::update_kernel<beam::cuda_detail::update_threads>,
+                                        static_cast<unsigned>(request_count()), beam::cuda_detail::update_threads, 0, exec.stream, args);
+    }
     parity_ = next;
     ++step_;
   }
@@ -581,6 +608,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
   ItemTrieView trie_;
   std::vector<std::uint32_t> codebook_sizes_;
+  std::vector<std::size_t> nodes_at_depth_;  // of the trie, depth 0 (the root) to levels()
   BeamConfig config_;
   std::vector<std::uint32_t> level_offsets_;
   std::size_t max_slots_;

@@ -120,22 +120,49 @@ __device__ inline void allow_dependent_launch() {
   return major >= 9;
 }
 
-// Launches `kernel` as a programmatic dependent of the previous work in `stream` (see above);
-// every block of `kernel` must call wait_for_prior_grid() before touching what that work writes.
+// How launch_with() launches a kernel, beyond its grid.
+struct LaunchOptions {
+  // A programmatic dependent launch of the previous work in the stream (see above): every block
+  // of the kernel must call wait_for_prior_grid() before touching what that work writes. Ignored
+  // (ordinary stream order) on devices without it.
+  bool overlapping = false;
+  // Blocks per thread block cluster, along x (compute capability 9.0 and later; the grid's x must
+  // be a multiple). 1: no clusters.
+  unsigned cluster_blocks = 1;
+};
+
 template <class... Parameters, class... Arguments>
-void launch_overlapping(void (*kernel)(Parameters...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
-                        Arguments&&... arguments) {
-  cudaLaunchAttribute overlap{};
-  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  overlap.val.programmaticStreamSerializationAllowed = 1;
+void launch_with(const LaunchOptions& options, void (*kernel)(Parameters...), dim3 grid, dim3 block, std::size_t shared_bytes,
+                 cudaStream_t stream, Arguments&&... arguments) {
+  cudaLaunchAttribute attributes[2]{};
+  unsigned count = 0;
+  if (options.overlapping && overlapping_launch_supported()) {
+    attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[count].val.programmaticStreamSerializationAllowed = 1;
+    ++count;
+  }
+  if (options.cluster_blocks > 1) {
+    attributes[count].id = cudaLaunchAttributeClusterDimension;
+    attributes[count].val.clusterDim.x = options.cluster_blocks;
+    attributes[count].val.clusterDim.y = 1;
+    attributes[count].val.clusterDim.z = 1;
+    ++count;
+  }
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
-  config.attrs = &overlap;
-  config.numAttrs = overlapping_launch_supported() ? 1 : 0;
+  config.attrs = attributes;
+  config.numAttrs = count;
   XGR_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...));
+}
+
+// Launches `kernel` as a programmatic dependent of the previous work in `stream` (see above).
+template <class... Parameters, class... Arguments>
+void launch_overlapping(void (*kernel)(Parameters...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                        Arguments&&... arguments) {
+  launch_with(LaunchOptions{.overlapping = true}, kernel, grid, block, shared_bytes, stream, std::forward<Arguments>(arguments)...);
 }
 
 // Bulk copies from global to shared memory completed on an mbarrier (the tensor memory
@@ -192,6 +219,55 @@ __device__ inline void bulk_copy_to_shared(void* target, const void* source, std
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_address_of(target)),
                "l"(source), "r"(bytes), "r"(shared_address_of(barrier))
                : "memory");
+#endif
+}
+
+// Thread block clusters (compute capability 9.0 and later; launch_with's cluster_blocks): the
+// block's rank in its cluster, a barrier over the cluster (release / acquire: shared memory
+// writes before it, local or remote, are visible to every block of the cluster after it), and
+// distributed shared memory with its state space spelled out: addresses of another block's shared
+// memory in the shared::cluster window, atomics and stores to them. Kernels call these only under
+// __CUDA_ARCH__ >= 900.
+__device__ inline unsigned cluster_block_rank() {
+  unsigned rank = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+#endif
+  return rank;
+}
+
+__device__ inline void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// The address of `pointer` (this block's shared memory) in block `rank` of the cluster.
+__device__ inline std::uint32_t cluster_shared_address(const void* pointer, unsigned rank) {
+  std::uint32_t mapped = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(mapped) : "r"(shared_address_of(pointer)), "r"(rank));
+#endif
+  return mapped;
+}
+
+__device__ inline std::uint32_t cluster_atomic_add(std::uint32_t address, std::uint32_t value) {
+  std::uint32_t old = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("atom.shared::cluster.add.u32 %0, [%1], %2;" : "=r"(old) : "r"(address), "r"(value) : "memory");
+#endif
+  return old;
+}
+
+__device__ inline void cluster_atomic_max(std::uint32_t address, std::uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.shared::cluster.max.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+#endif
+}
+
+__device__ inline void cluster_store(std::uint32_t address, std::uint64_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.u64 [%0], %1;" ::"r"(address), "l"(value) : "memory");
 #endif
 }
 

@@ -33,7 +33,10 @@ class DeviceItemTrie {
         leaf_item_begin_(trie.leaf_item_begin().size()),
         item_ids_(trie.item_ids().size()) {
     require_argument(trie.levels() >= 1, "DeviceItemTrie", "the trie is empty (build it first)");
-    for (std::size_t depth = 0; depth <= trie.levels(); ++depth) max_children_.push_back(trie.max_children(depth));
+    for (std::size_t depth = 0; depth <= trie.levels(); ++depth) {
+      max_children_.push_back(trie.max_children(depth));
+      nodes_at_depth_.push_back(trie.nodes_at_depth(depth));
+    }
     copy_async(level_begin_.span(), trie.level_begin(), exec.stream);
     copy_async(child_begin_.span(), trie.child_begin(), exec.stream);
     copy_async(node_code_.span(), trie.node_code(), exec.stream);
@@ -50,6 +53,7 @@ class DeviceItemTrie {
   [[nodiscard]] std::size_t levels() const noexcept { return codebook_sizes_.size(); }
   [[nodiscard]] std::span<const std::uint32_t> codebook_sizes() const noexcept { return codebook_sizes_; }
   [[nodiscard]] std::size_t max_children(std::size_t depth) const { return max_children_.at(depth); }
+  [[nodiscard]] std::size_t nodes_at_depth(std::size_t depth) const { return nodes_at_depth_.at(depth); }
   [[nodiscard]] std::size_t item_count() const noexcept { return item_count_; }
   [[nodiscard]] std::size_t node_count() const noexcept { return node_count_; }
   [[nodiscard]] std::size_t device_bytes() const noexcept {
@@ -59,6 +63,7 @@ class DeviceItemTrie {
  private:
   std::vector<std::uint32_t> codebook_sizes_;
   std::vector<std::size_t> max_children_;
+  std::vector<std::size_t> nodes_at_depth_;
   std::size_t item_count_;
   std::size_t node_count_;
   DeviceBuffer<std::uint32_t> level_begin_;

@@ -615,6 +615,25 @@ struct ScoreHints {
 // least k candidates reach it whatever the input: the bound kernel's promise (a bound above 1 means
 // k selectable candidates), which the select checks all the same. Fewer than k selectable hints
 // give no bound (1). The first launch of the call.
+// The k-th best score hint of the group of rows [first_row, end_row) as a candidate key: the
+// smallest key of that score, or 1 (every candidate) when fewer than k hints are selectable.
+// Block-wide (Threads threads, every one must call it); the group's hints must number at most
+// Threads x PerThread.
+template <int Threads, int PerThread = bound_values_per_thread>
+__device__ CandidateKey hinted_bound(const ScoreHints& hints, std::uint32_t first_row, std::uint32_t end_row, std::uint32_t k) {
+  const std::uint32_t count = (end_row - first_row) * hints.per_row;  // <= max_group_score_hints (validated)
+  std::uint32_t values[PerThread];
+#pragma unroll
+  for (int j = 0; j < PerThread; ++j) {
+    const std::uint32_t i = j * Threads + threadIdx.x;
+    const float hint =
+        i < count ? hints.data[(first_row + i / hints.per_row) * hints.stride + i % hints.per_row] : -__builtin_huge_valf();
+    values[j] = is_selectable(hint) ? ordered_bits(hint) : 0u;
+  }
+  const std::uint32_t score = block_select_value<Threads>(values, k, 0, k);
+  return score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
+}
+
 template <int Threads, class T>
 __global__ void __launch_bounds__(Threads) hint_bound_kernel(DeviceProblem<T> problem, ScoreHints hints, CandidateKey* bounds,
                                                              CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
@@ -622,20 +641,9 @@ __global__ void __launch_bounds__(Threads) hint_bound_kernel(DeviceProblem<T> pr
   // before its wait.
   ::xgr::detail::allow_dependent_launch();
   const std::uint32_t group = blockIdx.x;
-  const std::uint32_t k = problem.k;
-  const std::uint32_t first_row = problem.group_begin(group);
-  const std::uint32_t count = (problem.group_end(group) - first_row) * hints.per_row;  // <= max_group_score_hints (validated)
-  std::uint32_t values[bound_values_per_thread];
-#pragma unroll
-  for (int j = 0; j < bound_values_per_thread; ++j) {
-    const std::uint32_t i = j * Threads + threadIdx.x;
-    const float hint =
-        i < count ? hints.data[(first_row + i / hints.per_row) * hints.stride + i % hints.per_row] : -__builtin_huge_valf();
-    values[j] = is_selectable(hint) ? ordered_bits(hint) : 0u;
-  }
-  const std::uint32_t score = block_select_value<Threads>(values, k, 0, k);
+  const CandidateKey bound = hinted_bound<Threads>(hints, problem.group_begin(group), problem.group_end(group), problem.k);
   if (threadIdx.x == 0) {
-    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
+    bounds[group] = bound;
     survivor_max[group] = 0;
     survivor_counts[group] = 0;
   }
@@ -659,13 +667,16 @@ __device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32
   return warp_reserve(counter, count, warp_total);
 }
 
-template <class T>
-__device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t row, CandidateKey bound) {
-  if (problem.row_bounds == nullptr) return false;
-  const float best = problem.row_bounds[row];
+// Whether a row whose scores are all at most `best` has no candidate at or above `bound`.
+__device__ inline bool score_bound_below(float best, CandidateKey bound) {
   if (best != best) return false;  // NaN bound: no information
   const CandidateKey best_key = (static_cast<CandidateKey>(ordered_bits(best)) << 32) | 0xffffffffu;
   return best_key < bound;
+}
+
+template <class T>
+__device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t row, CandidateKey bound) {
+  return problem.row_bounds != nullptr && score_bound_below(problem.row_bounds[row], bound);
 }
 
 // The largest survivor key of the warp, folded into the group's maximum with one atomic per warp.
@@ -1364,6 +1375,197 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
   write_ranked(shared, k, group, values, values_stride, indices, indices_stride, counts);
 }
 
+// ---- with score hints and a sparse mask: one kernel ------------------------------------------------
+// The beam step's selection (hints, row score bounds, the allowed tokens as CSR) needs no sample,
+// so one cluster of hinted_cluster_blocks blocks per group does it all, where the general path
+// takes three launches and two trips through global memory (bound -> filter -> select):
+//   1. the bound: every block selects the k-th best of the group's hints, as hint_bound_kernel;
+//   2. the gather: the allowed entries of the rows whose score bound reaches it form one flat list
+//      (a block-wide prefix sum over the rows' entry counts), split evenly over the cluster's
+//      blocks; each thread finds an entry's row by a binary search over the rows' first entries in
+//      shared memory, hinted_gather_batch entries in flight at once. Survivors are appended to the
+//      first block's shared memory (distributed shared memory; hinted_staged_capacity keys), then
+//      to the workspace's survivor buffer;
+//   3. after a cluster barrier, the first block selects the exact k-th and writes the winners in
+//      order, as select_kernel.
+// A cluster, not one block, for groups with many entries to gather: one block of 1,024 threads took
+// a beam step over 1 x 512 beams of 1,220 children each from 52 to 289 us, a cluster of 8 to 95 us
+// (H100). The general path's block per row is still faster there, so the beam step fuses only
+// levels whose beams have few children (topk::cuda_detail::CallOptions). Too few survivors under a
+// bound (hints that overreach) or more than both buffers hold (hints far below the k-th) fall back
+// to a selection over the group's input: slower, still exact.
+inline constexpr int hinted_threads = 512;
+inline constexpr unsigned hinted_cluster_blocks = 8;  // the portable cluster size
+inline constexpr int hinted_gather_batch = 8;
+inline constexpr std::uint32_t hinted_staged_capacity = boundary_capacity;
+static_assert(max_group_score_hints % hinted_threads == 0, "every block holds a group's hints");
+
+struct HintedShared {
+  FinalShared final;
+  std::uint32_t entry_begin[hinted_threads];  // per row of the current chunk: its first entry in the flat list
+  std::uint32_t row_entries[hinted_threads];  // ... and in the CSR columns (row_ptr)
+  float row_offset[hinted_threads];
+  std::uint32_t warp_sums[hinted_threads / 32];
+  std::uint32_t entries;  // of the current chunk
+  std::uint32_t survivors;       // the first block's: the cluster's count
+  std::uint32_t highest_score;   // the first block's: the largest survivor's ordered score
+};
+
+// Exclusive prefix sum of `value` over the block (hinted_threads threads); shared.entries gets the
+// total (visible after the caller's next barrier).
+__device__ inline std::uint32_t hinted_exclusive_sum(std::uint32_t value, HintedShared& shared) {
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned warp = threadIdx.x / 32;
+  const std::uint32_t inclusive = warp_inclusive_sum(value);
+  if (lane == 31) shared.warp_sums[warp] = inclusive;
+  __syncthreads();
+  const std::uint32_t warp_total = lane < hinted_threads / 32 ? shared.warp_sums[lane] : 0u;
+  const std::uint32_t warps_inclusive = warp_inclusive_sum(warp_total);
+  const std::uint32_t warps_before = __shfl_sync(0xffffffffu, warps_inclusive - warp_total, static_cast<int>(warp));
+  if (threadIdx.x == hinted_threads - 1) shared.entries = warps_before + inclusive;
+  return warps_before + inclusive - value;
+}
+
+// What runs after a group's results are written, in the block that wrote them (all its threads;
+// the results in global memory are visible to them). The fused hinted kernel takes one, so that a
+// caller's use of the winners needs no launch of its own (the beam step's update).
+struct NoEpilogue {
+  __device__ void operator()(std::uint32_t /*group*/) const {}
+};
+
+template <class T, class Epilogue>
+__global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel(DeviceProblem<T> problem, ScoreHints hints,
+                                                                                 CandidateKey* spilled, std::size_t capacity,
+                                                                                 float* values, std::size_t values_stride,
+                                                                                 std::uint32_t* indices, std::size_t indices_stride,
+                                                                                 std::uint32_t* counts, Epilogue epilogue) {
+  ::xgr::detail::allow_dependent_launch();  // a consumer launched overlapping this kernel waits for it itself
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace device = ::xgr::detail;
+  extern __shared__ CandidateKey staged[];  // hinted_staged_capacity keys (used in the first block)
+  __shared__ HintedShared shared;
+  const unsigned rank = device::cluster_block_rank();
+  const std::uint32_t group = blockIdx.x / hinted_cluster_blocks;
+  const std::uint32_t k = problem.k;
+  const std::uint32_t first_row = problem.group_begin(group);
+  const std::uint32_t end_row = problem.group_end(group);
+  // The first block's survivor count, highest score and keys, as every block of the cluster sees them.
+  const std::uint32_t leader_survivors = device::cluster_shared_address(&shared.survivors, 0);
+  const std::uint32_t leader_highest = device::cluster_shared_address(&shared.highest_score, 0);
+  const std::uint32_t leader_staged = device::cluster_shared_address(staged, 0);
+  if (rank == 0 && threadIdx.x == 0) {
+    shared.final.winners_found = 0;
+    shared.survivors = 0;
+    shared.highest_score = 0;
+  }
+  device::wait_for_prior_grid();  // returns at once unless launched overlapping (FirstLaunch::overlapping)
+  // A row's score bound, offset and entries: for the first chunk requested with the hints, so that
+  // both round trips overlap.
+  struct RowSpan {
+    float best = -__builtin_huge_valf();
+    float offset = 0.0f;
+    std::uint32_t begin = 0;
+    std::uint32_t length = 0;
+  };
+  const auto load_row = [&](std::uint32_t row) {
+    RowSpan span;
+    if (row < end_row) {
+      span.best = problem.row_bounds[row];
+      span.offset = problem.offset(row);
+      span.begin = problem.row_ptr[row];
+      span.length = problem.row_ptr[row + 1] - span.begin;
+    }
+    return span;
+  };
+  RowSpan span = load_row(first_row + threadIdx.x);
+  const CandidateKey bound = hinted_bound<hinted_threads, max_group_score_hints / hinted_threads>(hints, first_row, end_row, k);
+  device::cluster_sync();  // the first block's counters are set before any block appends
+
+  const unsigned lane = threadIdx.x % 32;
+  CandidateKey* const spill = spilled + group * capacity;
+  for (std::uint32_t chunk = first_row; chunk < end_row; chunk += hinted_threads) {
+    if (chunk != first_row) span = load_row(chunk + threadIdx.x);
+    const std::uint32_t length = score_bound_below(span.best, bound) ? 0u : span.length;
+    const std::uint32_t entry = hinted_exclusive_sum(length, shared);
+    shared.entry_begin[threadIdx.x] = entry;
+    shared.row_entries[threadIdx.x] = span.begin;
+    shared.row_offset[threadIdx.x] = span.offset;
+    __syncthreads();
+    const std::uint32_t chunk_rows = min(end_row - chunk, static_cast<std::uint32_t>(hinted_threads));
+    // This block's slice of the chunk's entries.
+    const std::uint64_t entries = shared.entries;
+    const auto slice_begin = static_cast<std::uint32_t>(entries * rank / hinted_cluster_blocks);
+    const auto slice_end = static_cast<std::uint32_t>(entries * (rank + 1) / hinted_cluster_blocks);
+    for (std::uint32_t base = slice_begin; base < slice_end; base += hinted_threads * hinted_gather_batch) {  // uniform trip count
+      std::uint32_t slot[hinted_gather_batch];
+      std::uint32_t column[hinted_gather_batch];
+      float logit[hinted_gather_batch];
+#pragma unroll
+      for (int j = 0; j < hinted_gather_batch; ++j) {
+        const std::uint32_t e = base + j * hinted_threads + threadIdx.x;
+        slot[j] = last_offset_at_or_below(0, chunk_rows, e, [&](std::uint32_t r) { return shared.entry_begin[r]; });
+        column[j] = e < slice_end ? problem.columns[shared.row_entries[slot[j]] + (e - shared.entry_begin[slot[j]])] : problem.vocab;
+      }
+#pragma unroll
+      for (int j = 0; j < hinted_gather_batch; ++j) {
+        logit[j] = column[j] < problem.vocab ? to_float(problem.scores[(chunk + slot[j]) * problem.row_stride + column[j]]) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < hinted_gather_batch; ++j) {
+        const std::uint32_t row = chunk + slot[j];
+        const CandidateKey key = column[j] < problem.vocab
+                                     ? DeviceProblem<T>::candidate_key(logit[j] + shared.row_offset[slot[j]], (row - first_row) * problem.vocab + column[j])
+                                     : no_candidate;
+        const bool keep = key != no_candidate && key >= bound;
+        // The warp's survivors take consecutive places, reserved with one atomic in the first block.
+        const std::uint32_t inclusive = warp_inclusive_sum(keep ? 1u : 0u);
+        const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
+        if (warp_total == 0) continue;
+        std::uint32_t first_place = 0;
+        if (lane == 31) first_place = device::cluster_atomic_add(leader_survivors, warp_total);
+        const std::uint32_t place = __shfl_sync(0xffffffffu, first_place, 31) + inclusive - 1;
+        // The range the select splits needs an upper end: the largest ordered score (the key's
+        // upper half) is enough. A 64-bit maximum of whole keys, from the other blocks of the
+        // cluster, lost values on an H100.
+        std::uint32_t warp_highest = keep ? static_cast<std::uint32_t>(key >> 32) : 0u;
+#pragma unroll
+        for (int delta = 16; delta > 0; delta /= 2) warp_highest = max(warp_highest, __shfl_xor_sync(0xffffffffu, warp_highest, delta));
+        if (lane == 0) device::cluster_atomic_max(leader_highest, warp_highest);
+        if (keep && place < hinted_staged_capacity) {
+          device::cluster_store(leader_staged + place * static_cast<std::uint32_t>(sizeof(CandidateKey)), key);
+        } else if (keep && place - hinted_staged_capacity < capacity) {
+          spill[place - hinted_staged_capacity] = key;
+        }
+      }
+    }
+    __syncthreads();  // the chunk's rows are read before the next chunk overwrites them
+  }
+  device::cluster_sync();  // every survivor is in the first block (or the spill buffer)
+  if (rank != 0) return;
+
+  const std::uint32_t found = shared.survivors;
+  // A bound above 1 promises k selectable candidates; fewer survivors mean the hints overreached.
+  if ((found < k && bound > 1) || found > hinted_staged_capacity + capacity) {
+    select_exact(GroupInputKeys<T>{problem, first_row, end_row}, k, shared.final);
+  } else {
+    const auto survivors = [&](auto&& visit) {
+      SharedKeyArray{staged, min(found, hinted_staged_capacity)}(visit);
+      if (found > hinted_staged_capacity) KeyArray{spill, found - hinted_staged_capacity}(visit);
+    };
+    const CandidateKey highest = (static_cast<CandidateKey>(shared.highest_score) << 32) | 0xffffffffu;
+    const CandidateKey threshold = found <= k ? 0 : select_threshold(survivors, k, shared.final.select, 0, true, bound, highest);
+    survivors([&](CandidateKey key) {
+      if (key >= threshold) add_winner(shared.final, key, k);
+    });
+  }
+  write_ranked(shared.final, k, group, values, values_stride, indices, indices_stride, counts);
+  if constexpr (!std::is_same_v<Epilogue, NoEpilogue>) {
+    __syncthreads();  // the group's results, written by this block, are visible to all of it
+    epilogue(group);
+  }
+#endif
+}
+
 // ---- FullSort baseline kernels -----------------------------------------------------------------
 // Writes every candidate position's key (no_candidate where none), group after group.
 template <class T>
@@ -1664,9 +1866,44 @@ void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitSc
                 capacity, result, stream);
 }
 
-template <class T>
-void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
-                    const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream) {
+// How a call's first kernel follows the work before it in the stream. `ordered` (every public
+// call): after all of it has finished. `overlapping`: as a programmatic dependent launch of the
+// kernel just before it, for a caller whose previous kernel waits for its own predecessors in every
+// block (so that its end implies theirs); the fused hinted kernel takes it, the others start ordered.
+enum class FirstLaunch : std::uint8_t { ordered, overlapping };
+
+// What a caller inside the library may choose beyond masked_topk's arguments (its defaults are
+// masked_topk's).
+struct CallOptions {
+  FirstLaunch first_launch = FirstLaunch::ordered;
+  // Calls with hints, a sparse mask and row bounds: the fused kernel (hinted_sparse_select_kernel)
+  // or the general path. The fused kernel gathers a group's entries with one cluster, the general
+  // filter with a block per row: a caller that expects many entries per group (long rows of
+  // allowed columns) passes false.
+  bool fuse_hinted = true;
+};
+
+// Returns whether `epilogue` ran (only the fused hinted kernel runs one); if not, the caller runs it.
+template <class T, class Epilogue = NoEpilogue>
+bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
+                    const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream,
+                    const CallOptions& options = {}, const Epilogue& epilogue = {}) {
+  if (options.fuse_hinted && hints.data != nullptr && problem.mask == MaskKind::sparse && problem.row_bounds != nullptr &&
+      ::xgr::detail::overlapping_launch_supported()) {
+    // Hints, a sparse mask and row bounds: one kernel of clusters (compute capability 9.0+).
+    constexpr std::size_t staged_bytes = hinted_staged_capacity * sizeof(CandidateKey);
+    // Set on every launch, like select_kernel's (see launch_select).
+    XGR_CUDA_CHECK(cudaFuncSetAttribute(hinted_sparse_select_kernel<T, Epilogue>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(staged_bytes)));
+    const ::xgr::detail::LaunchOptions launch{.overlapping = options.first_launch == FirstLaunch::overlapping,
+                                              .cluster_blocks = hinted_cluster_blocks};
+    ::xgr::detail::launch_with(launch, hinted_sparse_select_kernel<T, Epilogue>, problem.groups * hinted_cluster_blocks, hinted_threads,
+                               staged_bytes, stream, problem, hints, scratch.survivors, capacity, result.values.data,
+                               result.values.row_stride, result.indices.data, result.indices.row_stride, result.counts.data(),
+                               epilogue);
+    XGR_CUDA_CHECK_LAUNCH();
+    return true;
+  }
   if (hints.data != nullptr) {
     // The caller's hints replace the sample and the bound kernels. An ordinary launch, like the
     // sample kernel's (see sample_and_bound).
@@ -1680,6 +1917,7 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     sample_and_bound(problem, max_positions, scratch, stream);
   }
   launch_filter_and_select(problem, scratch, capacity, result, stream);
+  return false;
 }
 
 }  // namespace topk::cuda_detail
@@ -1691,6 +1929,16 @@ template <class Policy = topk::EarlyExit>
   return workspace_bytes_of([&](WorkspaceArena& arena) { (void)topk::cuda_detail::carve(arena, limits, Policy{}); });
 }
 
+namespace topk::cuda_detail {
+
+// masked_topk(exec::cuda, ...) with CallOptions and an epilogue (see NoEpilogue). Returns whether
+// the epilogue ran on the device, in the kernel that wrote the results; if not, the caller runs it.
+template <class Policy, Element T, class Epilogue = NoEpilogue>
+bool enqueue_masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResult& result, const TopKLimits& limits,
+                         DeviceWorkspace& workspace, const CallOptions& options, const Epilogue& epilogue = {});
+
+}  // namespace topk::cuda_detail
+
 // Enqueues MaskedTopK on `exec.stream`; returns without synchronising. Inputs, outputs and the
 // workspace live in device memory. Preconditions the device cannot check cheaply (group offsets
 // non-decreasing, sparse columns unique within a row) are the caller's; violating them never
@@ -1698,10 +1946,17 @@ template <class Policy = topk::EarlyExit>
 template <class Policy = topk::EarlyExit, Element T>
 void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResult& result, const TopKLimits& limits,
                  DeviceWorkspace& workspace) {
-  detail::validate_shape(problem, result, limits);
+  topk::cuda_detail::enqueue_masked_topk<Policy>(exec, problem, result, limits, workspace, topk::cuda_detail::CallOptions{});
+}
+
+template <class Policy, Element T, class Epilogue>
+bool topk::cuda_detail::enqueue_masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResult& result,
+                                            const TopKLimits& limits, DeviceWorkspace& workspace, const CallOptions& options,
+                                            const Epilogue& epilogue) {
+  ::xgr::detail::validate_shape(problem, result, limits);
   workspace.require(masked_topk_workspace_bytes<Policy>(exec, limits), "masked_topk(cuda)");
   const std::size_t groups = problem.groups();
-  if (groups == 0) return;
+  if (groups == 0) return false;
   const auto device = topk::cuda_detail::device_problem(problem);
   WorkspaceArena arena = workspace.arena();
   const auto scratch = topk::cuda_detail::carve(arena, limits, Policy{});
@@ -1712,8 +1967,8 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
         problem.row_score_hints.cols != 0 ? problem.row_score_hints.data : nullptr, problem.row_score_hints.row_stride,
         static_cast<std::uint32_t>(problem.row_score_hints.cols),
         static_cast<std::uint32_t>(limits.max_rows_per_group * problem.row_score_hints.cols)};
-    topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), hints, scratch,
-                                      topk::cuda_detail::survivor_capacity(limits), result, stream);
+    return topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), hints, scratch,
+                                             topk::cuda_detail::survivor_capacity(limits), result, stream, options, epilogue);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
                                      stream);
@@ -1761,6 +2016,7 @@ void masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResul
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::candidate_buffer, nullptr, nullptr, scratch.merged_counts,
                                      scratch.merged, group_stride, result, stream);
   }
+  return false;
 }
 
 }  // namespace xgr
