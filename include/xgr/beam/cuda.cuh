@@ -300,7 +300,7 @@ __global__ void __launch_bounds__(BlockThreads) update_kernel(UpdateArgs args) {
   update_request(args, blockIdx.x);
 }
 
-// The update as the selection's epilogue: the fused hinted selection runs it for each request in
+// The update as the selection's epilogue: the selection's last kernel runs it for each request in
 // the block that wrote the request's winners (topk::cuda_detail::NoEpilogue), which saves the
 // update's launch and its wait for the selection.
 struct UpdateEpilogue {

@@ -1243,6 +1243,21 @@ struct GroupInputKeys {
 };
 
 
+// What runs after a group's results are written, in the block that wrote them (all its threads;
+// the results in global memory are visible to them). The select kernels take one, so that a
+// caller's use of the winners needs no launch of its own (the beam step's update).
+struct NoEpilogue {
+  __device__ void operator()(std::uint32_t /*group*/) const {}
+};
+
+template <class Epilogue>
+__device__ void run_epilogue(const Epilogue& epilogue, std::uint32_t group) {
+  if constexpr (!std::is_same_v<Epilogue, NoEpilogue>) {
+    __syncthreads();  // the group's results, written by this block, are visible to all of it
+    epilogue(group);
+  }
+}
+
 enum class SelectSource : std::uint8_t {
   input,              // select over the group's input (NoEarlyExit)
   survivors,          // filter survivors, all within [bounds[g], survivor_max[g]]
@@ -1253,13 +1268,13 @@ enum class SelectSource : std::uint8_t {
 // histograms the top split_bits significant bits of (key - bound), which spreads the survivors over
 // split_bins bins; the second takes every key above the bin of the k-th as a winner and keeps the
 // boundary bin's few keys in shared memory, where the remaining rank is selected.
-template <class T>
+template <class T, class Epilogue>
 __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem<T> problem, SelectSource source,
                                                                  const CandidateKey* bounds, const CandidateKey* survivor_max,
                                                                  const std::uint32_t* survivor_counts, const CandidateKey* survivors,
                                                                  std::size_t capacity, float* values, std::size_t values_stride,
                                                                  std::uint32_t* indices, std::size_t indices_stride,
-                                                                 std::uint32_t* counts) {
+                                                                 std::uint32_t* counts, Epilogue epilogue) {
   ::xgr::detail::allow_dependent_launch();  // a consumer launched overlapping this kernel waits for it itself
   extern __shared__ CandidateKey boundary[];  // boundary_capacity keys
   __shared__ FinalShared shared;
@@ -1373,6 +1388,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
     }
   }
   write_ranked(shared, k, group, values, values_stride, indices, indices_stride, counts);
+  run_epilogue(epilogue, group);
 }
 
 // ---- with score hints and a sparse mask: one kernel ------------------------------------------------
@@ -1425,13 +1441,6 @@ __device__ inline std::uint32_t hinted_exclusive_sum(std::uint32_t value, Hinted
   if (threadIdx.x == hinted_threads - 1) shared.entries = warps_before + inclusive;
   return warps_before + inclusive - value;
 }
-
-// What runs after a group's results are written, in the block that wrote them (all its threads;
-// the results in global memory are visible to them). The fused hinted kernel takes one, so that a
-// caller's use of the winners needs no launch of its own (the beam step's update).
-struct NoEpilogue {
-  __device__ void operator()(std::uint32_t /*group*/) const {}
-};
 
 template <class T, class Epilogue>
 __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel(DeviceProblem<T> problem, ScoreHints hints,
@@ -1559,10 +1568,7 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
     });
   }
   write_ranked(shared.final, k, group, values, values_stride, indices, indices_stride, counts);
-  if constexpr (!std::is_same_v<Epilogue, NoEpilogue>) {
-    __syncthreads();  // the group's results, written by this block, are visible to all of it
-    epilogue(group);
-  }
+  run_epilogue(epilogue, group);
 #endif
 }
 
@@ -1765,18 +1771,19 @@ DeviceProblem<T> device_problem(const TopKProblem<T>& problem) {
           problem.mask.columns.empty() ? nullptr : problem.mask.columns.data()};
 }
 
-template <class T>
+template <class T, class Epilogue = NoEpilogue>
 void launch_select(const DeviceProblem<T>& problem, SelectSource source, const CandidateKey* bounds, const CandidateKey* survivor_max,
                    const std::uint32_t* survivor_counts, const CandidateKey* survivors, std::size_t capacity,
-                   const TopKResult& result, cudaStream_t stream) {
+                   const TopKResult& result, cudaStream_t stream, const Epilogue& epilogue = {}) {
   constexpr std::size_t boundary_bytes = boundary_capacity * sizeof(CandidateKey);
   // Set on every launch, not once per process: without relocatable device code every translation
   // unit holds its own copy of select_kernel<T>, while a function-local static guard would be shared
   // by all of them and leave the other copies at the 48 KB default. The call is a cheap host call.
-  XGR_CUDA_CHECK(cudaFuncSetAttribute(select_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
-  ::xgr::detail::launch_overlapping(select_kernel<T>, problem.groups, select_threads, boundary_bytes, stream, problem, source, bounds,
+  XGR_CUDA_CHECK(
+      cudaFuncSetAttribute(select_kernel<T, Epilogue>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
+  ::xgr::detail::launch_overlapping(select_kernel<T, Epilogue>, problem.groups, select_threads, boundary_bytes, stream, problem, source, bounds,
                                     survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
-                                    result.indices.data, result.indices.row_stride, result.counts.data());
+                                    result.indices.data, result.indices.row_stride, result.counts.data(), epilogue);
 }
 
 // The most candidate positions any group of this call can have (sizes the sample's grid).
@@ -1816,9 +1823,9 @@ void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positio
 }
 
 // The filter and the select, launched overlapping the kernel that wrote the bounds.
-template <class T>
+template <class T, class Epilogue = NoEpilogue>
 void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity,
-                              const TopKResult& result, cudaStream_t stream) {
+                              const TopKResult& result, cudaStream_t stream, const Epilogue& epilogue = {}) {
   if (problem.mask == MaskKind::sparse) {
     ::xgr::detail::launch_overlapping(filter_sparse_kernel<T>, problem.rows, filter_threads, 0, stream, problem, scratch.bounds,
                                       scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
@@ -1863,7 +1870,7 @@ void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitSc
     }
   }
   launch_select(problem, SelectSource::survivors, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
-                capacity, result, stream);
+                capacity, result, stream, epilogue);
 }
 
 // How a call's first kernel follows the work before it in the stream. `ordered` (every public
@@ -1883,7 +1890,7 @@ struct CallOptions {
   bool fuse_hinted = true;
 };
 
-// Returns whether `epilogue` ran (only the fused hinted kernel runs one); if not, the caller runs it.
+// The call's last kernel runs `epilogue` (returns true).
 template <class T, class Epilogue = NoEpilogue>
 bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
                     const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream,
@@ -1916,8 +1923,8 @@ bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   } else {
     sample_and_bound(problem, max_positions, scratch, stream);
   }
-  launch_filter_and_select(problem, scratch, capacity, result, stream);
-  return false;
+  launch_filter_and_select(problem, scratch, capacity, result, stream, epilogue);
+  return true;
 }
 
 }  // namespace topk::cuda_detail
@@ -1932,7 +1939,8 @@ template <class Policy = topk::EarlyExit>
 namespace topk::cuda_detail {
 
 // masked_topk(exec::cuda, ...) with CallOptions and an epilogue (see NoEpilogue). Returns whether
-// the epilogue ran on the device, in the kernel that wrote the results; if not, the caller runs it.
+// the epilogue ran on the device, in the kernel that wrote the results (EarlyExit, NoEarlyExit); if
+// not, the caller runs it.
 template <class Policy, Element T, class Epilogue = NoEpilogue>
 bool enqueue_masked_topk(exec::cuda exec, const TopKProblem<T>& problem, const TopKResult& result, const TopKLimits& limits,
                          DeviceWorkspace& workspace, const CallOptions& options, const Epilogue& epilogue = {});
@@ -1971,7 +1979,8 @@ bool topk::cuda_detail::enqueue_masked_topk(exec::cuda exec, const TopKProblem<T
                                              topk::cuda_detail::survivor_capacity(limits), result, stream, options, epilogue);
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
-                                     stream);
+                                     stream, epilogue);
+    return true;
   } else if constexpr (std::is_same_v<Policy, topk::FullSort>) {
     const std::size_t group_stride = topk::cuda_detail::group_candidates(limits);
     require_argument(groups * group_stride <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "masked_topk(cuda, FullSort)",
