@@ -249,7 +249,7 @@ TEST_CASE("hints with a sparse mask and row bounds: survivors in shared memory, 
   xgr::Stream stream;
   xgr::DeviceWorkspace workspace;
   const float inf = std::numeric_limits<float>::infinity();
-  for (const auto [rows_per_group, vocab] : {std::pair<std::size_t, std::size_t>{48, 3000}, {1100, 240}}) {
+  for (const auto& [rows_per_group, vocab] : {std::pair<std::size_t, std::size_t>{48, 3000}, {1100, 240}}) {
     xgr::test::TopKCase spec;
     spec.groups = 2;
     spec.rows_per_group = rows_per_group;
