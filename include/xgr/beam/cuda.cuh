@@ -16,11 +16,15 @@
 //   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
 //                     allowed sets as mask and the bounds for early exit: beams whose best candidate
 //                     cannot beat the request's k-th bound are never read again.
+//                     Levels whose beams have few children take one clustered kernel; wider levels
+//                     the hint bound, a filter block per beam and the select.
 //                     With a per-beam cap K < B, a per-row MaskedTopK first keeps each beam's K best.
-//   4. update         one block per request turns winners into beams: parent, token, score, trie
-//                     child (ItemTrieView::child), token history, ancestry.
+//   4. update         per request, the winners become beams: parent, token, score, trie child
+//                     (ItemTrieView::child), token history, ancestry. With EarlyExit and
+//                     NoEarlyExit it is the selection's epilogue, run by the block that wrote the
+//                     request's winners; otherwise a launch of its own.
 //
-// Normalize, and the update after the selection, are programmatic dependent launches of the
+// Normalize, the fused selection and a separate update are programmatic dependent launches of the
 // kernel before them (detail::launch_overlapping): their blocks become resident while that kernel
 // finishes and wait for it before reading its output. Every block of every such kernel waits, so
 // each kernel's end implies its predecessors' too.

@@ -22,6 +22,8 @@
 //                     winners in order (warp-sorted lists of 32, merged by binary search).
 //   With score hints from the caller (TopKProblem::row_score_hints), launches 1 and 2 are one
 //   hint_bound_kernel: the k-th best hint of each group, reached by k candidates whatever the input.
+//   With hints, a sparse mask and row score bounds (the beam step's selection), all four are one
+//   hinted_sparse_select_kernel: a thread block cluster per group bounds, gathers and selects.
 //
 // Launches 2-4 are programmatic dependent launches (detail::launch_overlapping): each starts while
 // the one before it finishes, the filter's first tiles are loaded while the bound is selected, and
