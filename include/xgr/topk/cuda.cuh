@@ -1893,9 +1893,9 @@ struct CallOptions {
   bool fuse_hinted = true;
 };
 
-// The call's last kernel runs `epilogue` (returns true).
+// The call's last kernel runs `epilogue`.
 template <class T, class Epilogue = NoEpilogue>
-bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
+void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions, const ScoreHints& hints,
                     const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream,
                     const CallOptions& options = {}, const Epilogue& epilogue = {}) {
   if (options.fuse_hinted && hints.data != nullptr && problem.mask == MaskKind::sparse && problem.row_bounds != nullptr &&
@@ -1912,7 +1912,7 @@ bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
                                result.values.row_stride, result.indices.data, result.indices.row_stride, result.counts.data(),
                                epilogue);
     XGR_CUDA_CHECK_LAUNCH();
-    return true;
+    return;
   }
   if (hints.data != nullptr) {
     // The caller's hints replace the sample and the bound kernels. An ordinary launch, like the
@@ -1927,7 +1927,6 @@ bool run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     sample_and_bound(problem, max_positions, scratch, stream);
   }
   launch_filter_and_select(problem, scratch, capacity, result, stream, epilogue);
-  return true;
 }
 
 }  // namespace topk::cuda_detail
@@ -1978,8 +1977,9 @@ bool topk::cuda_detail::enqueue_masked_topk(exec::cuda exec, const TopKProblem<T
         problem.row_score_hints.cols != 0 ? problem.row_score_hints.data : nullptr, problem.row_score_hints.row_stride,
         static_cast<std::uint32_t>(problem.row_score_hints.cols),
         static_cast<std::uint32_t>(limits.max_rows_per_group * problem.row_score_hints.cols)};
-    return topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), hints, scratch,
-                                             topk::cuda_detail::survivor_capacity(limits), result, stream, options, epilogue);
+    topk::cuda_detail::run_early_exit(device, topk::cuda_detail::max_group_positions(problem, limits), hints, scratch,
+                                      topk::cuda_detail::survivor_capacity(limits), result, stream, options, epilogue);
+    return true;
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
                                      stream, epilogue);
