@@ -477,7 +477,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
                              MatrixView<std::uint32_t>{winner_indices_.data(), request_count(), max_width_, config_.max_beam_width},
                              std::span<std::uint32_t>(winner_counts_.data(), request_count())};
-    // The update: a launch of its own after the selection, or the fused selection's epilogue.
+    // The update: the selection's epilogue (EarlyExit, NoEarlyExit) or a launch of its own after it.
     const beam::cuda_detail::UpdateArgs args{trie_,
                                              row_begin_device_.data(),
                                              winner_values_.data(),
