@@ -204,12 +204,13 @@ TEST_CASE("The device's split sum of exp_fixed terms equals the host's 64-bit su
 
 TEST_CASE("CUDA allowed sets equal the host's: CSR tokens and bitset rows") {
   std::mt19937_64 rng = xgr::test::make_rng(301);
-  for (int round = 0; round < 4; ++round) {
+  for (int round = 0; round < 6; ++round) {
     const std::vector<std::uint32_t> codebooks{50, 300, 7};
     const xgr::ItemTrie trie = random_trie(rng, codebooks, 1 + rng() % 5000);
     const xgr::DeviceItemTrie device_trie(trie, xgr::exec::cuda{});
-    // Odd rounds span several of the scan's 8192-row chunks.
-    const std::size_t rows = round % 2 == 0 ? 1 + rng() % 3000 : 8000 + rng() % 14000;
+    // The scan's blocks take 2,048 rows each, a cluster up to 8 of them a pass: rows for one block,
+    // for several blocks in one pass, and for several passes.
+    const std::size_t rows = round % 3 == 0 ? 1 + rng() % 3000 : round % 3 == 1 ? 4000 + rng() % 12000 : 17000 + rng() % 24000;
     std::vector<std::uint32_t> nodes(rows);
     for (auto& node : nodes) {
       const auto pick = rng() % 10;
@@ -242,9 +243,9 @@ TEST_CASE("CUDA allowed tokens never write past an undersized buffer") {
   std::mt19937_64 rng = xgr::test::make_rng(302);
   const xgr::ItemTrie trie = random_trie(rng, {64, 64}, 2000);
   const xgr::DeviceItemTrie device_trie(trie, xgr::exec::cuda{});
-  std::vector<std::uint32_t> nodes(100, 0);  // 100 roots, each with up to 64 children
+  std::vector<std::uint32_t> nodes(5000, 0);  // 5,000 roots (three of the scan's blocks), up to 64 children each
   const auto d_nodes = xgr::to_device<std::uint32_t>(nodes);
-  xgr::DeviceBuffer<std::uint32_t> d_row_ptr(101), d_columns(1000 + 16);
+  xgr::DeviceBuffer<std::uint32_t> d_row_ptr(5001), d_columns(1000 + 16);
   XGR_CUDA_CHECK(cudaMemset(d_columns.data(), 0xab, d_columns.bytes()));
   xgr::allowed_tokens(xgr::exec::cuda{}, device_trie.view(), d_nodes.span(), 0, d_row_ptr.span(), d_columns.span().first(1000));
   XGR_CUDA_CHECK(cudaDeviceSynchronize());

@@ -120,6 +120,9 @@ __device__ inline void allow_dependent_launch() {
   return major >= 9;
 }
 
+// Whether the current device launches thread block clusters (launch_with's cluster_blocks).
+[[nodiscard]] inline bool cluster_launch_supported() { return overlapping_launch_supported(); }
+
 // How launch_with() launches a kernel, beyond its grid.
 struct LaunchOptions {
   // A programmatic dependent launch of the previous work in the stream (see above): every block
@@ -263,6 +266,14 @@ __device__ inline void cluster_atomic_max(std::uint32_t address, std::uint32_t v
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("red.shared::cluster.max.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
 #endif
+}
+
+__device__ inline std::uint32_t cluster_load(std::uint32_t address) {
+  std::uint32_t value = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(value) : "r"(address) : "memory");
+#endif
+  return value;
 }
 
 __device__ inline void cluster_store(std::uint32_t address, std::uint64_t value) {

@@ -76,32 +76,40 @@ class DeviceItemTrie {
 namespace items::cuda_detail {
 
 inline constexpr int scan_threads = 1024;
-inline constexpr int scan_rows_per_thread = 8;
+inline constexpr int scan_rows_per_thread = 2;
+inline constexpr unsigned scan_cluster_blocks = 8;  // the portable cluster size
 inline constexpr int fill_threads = 256;
 inline constexpr std::size_t max_fill_blocks = 1024;
 inline constexpr int mask_threads = 256;
 // Kernels are templates (on their block size) so that this header can be included by several
 // translation units of one program without duplicate definitions.
 
-// One block scans the rows' child counts into CSR offsets. Rows are at most a few ten thousand
-// beams, so a single block (a running prefix across chunks of BlockThreads x scan_rows_per_thread
-// rows) is cheaper than a device-wide scan with its extra launches. Each thread takes consecutive
-// rows and issues all their loads (node, then the two child offsets) before the scan, so a chunk
-// costs two memory round trips, not two per row. Offsets are clamped to the columns' capacity: an
-// undersized buffer truncates the sets instead of overflowing.
+// One cluster of up to scan_cluster_blocks blocks scans the rows' child counts into CSR offsets.
+// Rows are at most a few ten thousand beams, so one cluster (a running prefix across passes of
+// blocks x BlockThreads x scan_rows_per_thread rows, the blocks' totals exchanged through
+// distributed shared memory) is cheaper than a device-wide scan with its extra launches. One block
+// alone was bound by one multiprocessor's loads in flight: at 32 x 512 beams (16,384 rows, three
+// scattered loads each) it took about 30 us on an H100 and held the beam step's first wave of
+// normalisation blocks for 20 us. Each thread takes consecutive rows and issues all their loads
+// (node, then the two child offsets) before the scan, so a pass costs two memory round trips.
+// Offsets are clamped to the columns' capacity: an undersized buffer truncates the sets instead of
+// overflowing. Without clusters (before compute capability 9.0) the grid is one block.
 template <int BlockThreads>
 __global__ void __launch_bounds__(BlockThreads) allowed_row_ptr_kernel(ItemTrieView trie, const std::uint32_t* row_nodes,
                                                                       std::uint32_t rows, std::uint32_t capacity,
                                                                       std::uint32_t* row_ptr) {
-  ::xgr::detail::allow_dependent_launch();  // a consumer launched to overlap waits for the offsets itself
+  namespace device = ::xgr::detail;
+  device::allow_dependent_launch();  // a consumer launched to overlap waits for the offsets itself
   using BlockScan = cub::BlockScan<std::uint32_t, BlockThreads>;
   __shared__ typename BlockScan::TempStorage scan_storage;
-  __shared__ std::uint32_t carried;
-  if (threadIdx.x == 0) carried = 0;
-  __syncthreads();
-  constexpr std::uint32_t chunk_rows = BlockThreads * scan_rows_per_thread;
-  for (std::uint32_t chunk = 0; chunk < rows; chunk += chunk_rows) {
-    const std::uint32_t first = chunk + threadIdx.x * scan_rows_per_thread;
+  __shared__ std::uint32_t pass_total;  // this block's entries in the pass, read by the cluster's blocks
+  const unsigned blocks = gridDim.x;      // the grid is one cluster
+  const unsigned rank = blockIdx.x;
+  constexpr std::uint32_t block_rows = BlockThreads * scan_rows_per_thread;
+  const std::uint32_t pass_rows = block_rows * blocks;
+  std::uint32_t carried = 0;  // every block's: the entries of the earlier passes
+  for (std::uint32_t pass = 0; pass < rows; pass += pass_rows) {
+    const std::uint32_t first = pass + rank * block_rows + threadIdx.x * scan_rows_per_thread;
     std::uint32_t nodes[scan_rows_per_thread];
     std::uint32_t counts[scan_rows_per_thread];
 #pragma unroll
@@ -109,18 +117,27 @@ __global__ void __launch_bounds__(BlockThreads) allowed_row_ptr_kernel(ItemTrieV
 #pragma unroll
     for (int i = 0; i < scan_rows_per_thread; ++i) counts[i] = trie.child_count(nodes[i]);
     std::uint32_t offsets[scan_rows_per_thread];
-    std::uint32_t chunk_total = 0;
-    BlockScan(scan_storage).ExclusiveSum(counts, offsets, chunk_total);
-    const std::uint32_t base = carried;
+    std::uint32_t block_total = 0;
+    BlockScan(scan_storage).ExclusiveSum(counts, offsets, block_total);
+    if (threadIdx.x == 0) pass_total = block_total;
+    __syncthreads();
+    device::cluster_sync();  // every block's total is written
+    std::uint32_t before = 0;  // entries of this pass in lower-ranked blocks
+    std::uint32_t all = 0;
+    for (unsigned block = 0; block < blocks; ++block) {
+      const std::uint32_t total = blocks == 1 ? pass_total : device::cluster_load(device::cluster_shared_address(&pass_total, block));
+      before += block < rank ? total : 0u;
+      all += total;
+    }
 #pragma unroll
     for (int i = 0; i < scan_rows_per_thread; ++i) {
-      if (first + i < rows) row_ptr[first + i] = min(base + offsets[i], capacity);
+      if (first + i < rows) row_ptr[first + i] = min(carried + before + offsets[i], capacity);
     }
+    carried += all;
     __syncthreads();
-    if (threadIdx.x == 0) carried = base + chunk_total;
-    __syncthreads();
+    device::cluster_sync();  // every block has read the totals before the next pass writes them
   }
-  if (threadIdx.x == 0) row_ptr[rows] = min(carried, capacity);
+  if (rank == 0 && threadIdx.x == 0) row_ptr[rows] = min(carried, capacity);
 }
 
 // One thread per allowed token, whatever the rows' fan-outs: a step at level 0 has a few beams with
@@ -182,8 +199,16 @@ inline void allowed_token_offsets(exec::cuda exec, const ItemTrieView& trie, std
   const char* op = "allowed_token_offsets(cuda)";
   require_argument(row_ptr.size() >= row_nodes.size() + 1, op, "row_ptr needs rows + 1 entries");
   require_argument(capacity <= 0xffffffffu, op, "columns exceed 32-bit offsets");
-  items::cuda_detail::allowed_row_ptr_kernel<items::cuda_detail::scan_threads><<<1, items::cuda_detail::scan_threads, 0, exec.stream>>>(
-      trie, row_nodes.data(), static_cast<std::uint32_t>(row_nodes.size()), static_cast<std::uint32_t>(capacity), row_ptr.data());
+  // A block for every block_rows rows, up to a cluster's worth; one block without clusters.
+  constexpr std::size_t block_rows = std::size_t{items::cuda_detail::scan_threads} * items::cuda_detail::scan_rows_per_thread;
+  const unsigned blocks = ::xgr::detail::cluster_launch_supported()
+                              ? static_cast<unsigned>(std::clamp<std::size_t>((row_nodes.size() + block_rows - 1) / block_rows, 1,
+                                                                              items::cuda_detail::scan_cluster_blocks))
+                              : 1u;
+  ::xgr::detail::launch_with(::xgr::detail::LaunchOptions{.cluster_blocks = blocks},
+                             items::cuda_detail::allowed_row_ptr_kernel<items::cuda_detail::scan_threads>, blocks,
+                             items::cuda_detail::scan_threads, 0, exec.stream, trie, row_nodes.data(),
+                             static_cast<std::uint32_t>(row_nodes.size()), static_cast<std::uint32_t>(capacity), row_ptr.data());
   XGR_CUDA_CHECK_LAUNCH();
 }
 
