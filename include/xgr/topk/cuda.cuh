@@ -1538,6 +1538,7 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
       }
 #pragma unroll
       for (int j = 0; j < hinted_gather_batch; ++j) {
+        if (base + j * hinted_threads >= slice_end) break;  // block-uniform: no thread has entry j or later
         const std::uint32_t row = chunk + slot[j];
         const CandidateKey key = column[j] < problem.vocab
                                      ? DeviceProblem<T>::candidate_key(logit[j] + shared.row_offset[slot[j]], (row - first_row) * problem.vocab + column[j])
