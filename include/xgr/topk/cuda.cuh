@@ -1914,7 +1914,7 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
                     const EarlyExitScratch& scratch, std::size_t capacity, const TopKResult& result, cudaStream_t stream,
                     const CallOptions& options = {}, const Epilogue& epilogue = {}) {
   if (options.fuse_hinted && hints.data != nullptr && problem.mask == MaskKind::sparse && problem.row_bounds != nullptr &&
-      ::xgr::detail::overlapping_launch_supported()) {
+      ::xgr::detail::cluster_launch_supported()) {
     // Hints, a sparse mask and row bounds: one kernel of clusters (compute capability 9.0+).
     constexpr std::size_t staged_bytes = hinted_staged_capacity * sizeof(CandidateKey);
     // Set on every launch, like select_kernel's (see launch_select).
