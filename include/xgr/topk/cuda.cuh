@@ -34,6 +34,7 @@
 // selects over the group's input directly: slower, still exact.
 #pragma once
 
+#include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
@@ -653,15 +654,23 @@ __global__ void __launch_bounds__(Threads) hint_bound_kernel(DeviceProblem<T> pr
 
 // ---- kernel 2: the filter pass -----------------------------------------------------------------
 
-// Reserves `count` slots for this thread at `counter` (global or shared memory), with one atomic
-// per warp, and returns the first; the warp's total comes back in `warp_total`. All lanes must call it.
-__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count, std::uint32_t& warp_total) {
+// Reserves `count` consecutive slots for this thread, with one reservation per warp:
+// reserve(warp_total) returns the first of warp_total slots (an atomic add on some counter, called
+// by one lane and only for a nonzero total). Returns this thread's first slot; the warp's total
+// comes back in `warp_total`. All lanes must call it.
+template <class Reserve>
+__device__ std::uint32_t warp_reserve_with(Reserve&& reserve, std::uint32_t count, std::uint32_t& warp_total) {
   const std::uint32_t inclusive = warp_inclusive_sum(count);
   warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
   std::uint32_t base = 0;
-  if (threadIdx.x % 32 == 31 && warp_total != 0) base = atomicAdd(counter, warp_total);
+  if (threadIdx.x % 32 == 31 && warp_total != 0) base = reserve(warp_total);
   base = __shfl_sync(0xffffffffu, base, 31);
   return base + inclusive - count;
+}
+
+// The same at `counter` (global or shared memory).
+__device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count, std::uint32_t& warp_total) {
+  return warp_reserve_with([counter](std::uint32_t total) { return atomicAdd(counter, total); }, count, warp_total);
 }
 
 __device__ inline std::uint32_t warp_reserve(std::uint32_t* counter, std::uint32_t count) {
@@ -1420,31 +1429,17 @@ inline constexpr std::uint32_t hinted_staged_capacity = boundary_capacity;
 static_assert(max_group_score_hints % hinted_threads == 0, "every block holds a group's hints");
 static_assert((hinted_threads & (hinted_threads - 1)) == 0, "a chunk row is found by halving steps");
 
+using HintedScan = cub::BlockScan<std::uint32_t, hinted_threads, cub::BLOCK_SCAN_WARP_SCANS>;  // warp scans, then a scan of their sums: little shared memory
+
 struct HintedShared {
   FinalShared final;
   std::uint32_t entry_begin[hinted_threads];  // per row of the current chunk: its first entry in the flat list
   std::uint32_t row_entries[hinted_threads];  // ... and in the CSR columns (row_ptr)
   float row_offset[hinted_threads];
-  std::uint32_t warp_sums[hinted_threads / 32];
-  std::uint32_t entries;  // of the current chunk
+  HintedScan::TempStorage scan;
   std::uint32_t survivors;       // the first block's: the cluster's count
   std::uint32_t highest_score;   // the first block's: the largest survivor's ordered score
 };
-
-// Exclusive prefix sum of `value` over the block (hinted_threads threads); shared.entries gets the
-// total (visible after the caller's next barrier).
-__device__ inline std::uint32_t hinted_exclusive_sum(std::uint32_t value, HintedShared& shared) {
-  const unsigned lane = threadIdx.x % 32;
-  const unsigned warp = threadIdx.x / 32;
-  const std::uint32_t inclusive = warp_inclusive_sum(value);
-  if (lane == 31) shared.warp_sums[warp] = inclusive;
-  __syncthreads();
-  const std::uint32_t warp_total = lane < hinted_threads / 32 ? shared.warp_sums[lane] : 0u;
-  const std::uint32_t warps_inclusive = warp_inclusive_sum(warp_total);
-  const std::uint32_t warps_before = __shfl_sync(0xffffffffu, warps_inclusive - warp_total, static_cast<int>(warp));
-  if (threadIdx.x == hinted_threads - 1) shared.entries = warps_before + inclusive;
-  return warps_before + inclusive - value;
-}
 
 template <class T, class Epilogue>
 __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel(DeviceProblem<T> problem, ScoreHints hints,
@@ -1512,14 +1507,16 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
   for (std::uint32_t chunk = first_row; chunk < end_row; chunk += hinted_threads) {
     if (chunk != first_row) span = load_row(chunk + threadIdx.x);
     const std::uint32_t length = score_bound_below(span.best, bound) ? 0u : span.length;
-    const std::uint32_t entry = hinted_exclusive_sum(length, shared);
+    std::uint32_t entry = 0;
+    std::uint32_t chunk_entries = 0;  // every thread gets the total
+    HintedScan(shared.scan).ExclusiveSum(length, entry, chunk_entries);
     shared.entry_begin[threadIdx.x] = entry;
     shared.row_entries[threadIdx.x] = span.begin;
     shared.row_offset[threadIdx.x] = span.offset;
     __syncthreads();
     const std::uint32_t chunk_rows = min(end_row - chunk, static_cast<std::uint32_t>(hinted_threads));
     // This block's slice of the chunk's entries.
-    const std::uint64_t entries = shared.entries;
+    const std::uint64_t entries = chunk_entries;
     const auto slice_begin = static_cast<std::uint32_t>(entries * rank / hinted_cluster_blocks);
     const auto slice_end = static_cast<std::uint32_t>(entries * (rank + 1) / hinted_cluster_blocks);
     for (std::uint32_t base = slice_begin; base < slice_end; base += hinted_threads * hinted_gather_batch) {  // uniform trip count
@@ -1545,18 +1542,14 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
                                      : no_candidate;
         const bool keep = key != no_candidate && key >= bound;
         // The warp's survivors take consecutive places, reserved with one atomic in the first block.
-        const std::uint32_t inclusive = warp_inclusive_sum(keep ? 1u : 0u);
-        const std::uint32_t warp_total = __shfl_sync(0xffffffffu, inclusive, 31);
+        std::uint32_t warp_total = 0;
+        const std::uint32_t place = warp_reserve_with(
+            [&](std::uint32_t total) { return device::cluster_atomic_add(leader_survivors, total); }, keep ? 1u : 0u, warp_total);
         if (warp_total == 0) continue;
-        std::uint32_t first_place = 0;
-        if (lane == 31) first_place = device::cluster_atomic_add(leader_survivors, warp_total);
-        const std::uint32_t place = __shfl_sync(0xffffffffu, first_place, 31) + inclusive - 1;
         // The range the select splits needs an upper end: the largest ordered score (the key's
         // upper half) is enough. A 64-bit maximum of whole keys, from the other blocks of the
         // cluster, lost values on an H100.
-        std::uint32_t warp_highest = keep ? static_cast<std::uint32_t>(key >> 32) : 0u;
-#pragma unroll
-        for (int delta = 16; delta > 0; delta /= 2) warp_highest = max(warp_highest, __shfl_xor_sync(0xffffffffu, warp_highest, delta));
+        const std::uint32_t warp_highest = __reduce_max_sync(0xffffffffu, keep ? static_cast<std::uint32_t>(key >> 32) : 0u);
         if (lane == 0) device::cluster_atomic_max(leader_highest, warp_highest);
         if (keep && place < hinted_staged_capacity) {
           device::cluster_store(leader_staged + place * static_cast<std::uint32_t>(sizeof(CandidateKey)), key);
