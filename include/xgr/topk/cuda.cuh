@@ -1429,7 +1429,8 @@ inline constexpr std::uint32_t hinted_staged_capacity = boundary_capacity;
 static_assert(max_group_score_hints % hinted_threads == 0, "every block holds a group's hints");
 static_assert((hinted_threads & (hinted_threads - 1)) == 0, "a chunk row is found by halving steps");
 
-using HintedScan = cub::BlockScan<std::uint32_t, hinted_threads, cub::BLOCK_SCAN_WARP_SCANS>;  // warp scans, then a scan of their sums: little shared memory
+// Warp scans, then a scan of their sums: little shared memory.
+using HintedScan = cub::BlockScan<std::uint32_t, hinted_threads, cub::BLOCK_SCAN_WARP_SCANS>;
 
 struct HintedShared {
   FinalShared final;
