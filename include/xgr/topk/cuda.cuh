@@ -185,8 +185,7 @@ __device__ void find_rank_bin(const std::uint32_t* histogram, std::uint32_t rank
   const auto count_at = [&](unsigned offset) { return histogram[histogram_slot(static_cast<std::uint32_t>(warp_top_bin - static_cast<int>(offset)))]; };
   std::uint32_t lane_sum = 0;
   for (unsigned offset = lane; offset < bins_per_warp; offset += 32) lane_sum += count_at(offset);
-#pragma unroll
-  for (int delta = 16; delta > 0; delta /= 2) lane_sum += __shfl_xor_sync(0xffffffffu, lane_sum, delta);
+  lane_sum = __reduce_add_sync(0xffffffffu, lane_sum);
   if (lane == 0) warp_totals[warp] = lane_sum;
   __syncthreads();
   const std::uint32_t inclusive = warp_inclusive_sum(lane < warps ? warp_totals[lane] : 0u);
@@ -690,13 +689,19 @@ __device__ bool row_cannot_reach(const DeviceProblem<T>& problem, std::uint32_t 
   return problem.row_bounds != nullptr && score_bound_below(problem.row_bounds[row], bound);
 }
 
-// The largest survivor key of the warp, folded into the group's maximum with one atomic per warp.
-__device__ inline void warp_max_into(CandidateKey* group_max, CandidateKey key) {
+// The largest key of the warp, in every lane (__reduce_max_sync takes 32-bit values only).
+__device__ inline CandidateKey warp_max(CandidateKey key) {
 #pragma unroll
   for (int delta = 16; delta > 0; delta /= 2) {
     const CandidateKey other = __shfl_xor_sync(0xffffffffu, key, delta);
     key = other > key ? other : key;
   }
+  return key;
+}
+
+// The largest survivor key of the warp, folded into the group's maximum with one atomic per warp.
+__device__ inline void warp_max_into(CandidateKey* group_max, CandidateKey key) {
+  key = warp_max(key);
   if (threadIdx.x % 32 == 0 && key != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(group_max), key);
 }
 
@@ -716,12 +721,7 @@ __device__ std::uint32_t block_reserve(std::uint32_t* counter, CandidateKey* gro
   std::uint32_t warp_total = 0;
   const std::uint32_t place = warp_reserve(&shared.count, count, warp_total);  // within the block's survivors
   if (warp_total != 0) {
-    CandidateKey best = count != 0 ? best_key() : no_candidate;
-#pragma unroll
-    for (int delta = 16; delta > 0; delta /= 2) {
-      const CandidateKey other = __shfl_xor_sync(0xffffffffu, best, delta);
-      best = other > best ? other : best;
-    }
+    const CandidateKey best = warp_max(count != 0 ? best_key() : no_candidate);
     if (lane == 0) atomicMax(&shared.best, best);
   }
   __syncthreads();
@@ -1007,12 +1007,7 @@ __device__ void filter_staged_tile(const DeviceProblem<T>& problem, const Filter
     flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
     new_run = true;
   }
-  CandidateKey best = count != 0 ? best_survivor<Vector>(where, tile, kept, score_at) : no_candidate;
-#pragma unroll
-  for (int delta = 16; delta > 0; delta /= 2) {
-    const CandidateKey other = __shfl_xor_sync(0xffffffffu, best, delta);
-    best = other > best ? other : best;
-  }
+  const CandidateKey best = warp_max(count != 0 ? best_survivor<Vector>(where, tile, kept, score_at) : no_candidate);
   const std::uint32_t run = new_run ? buffer.runs : buffer.runs - 1;
   if (tile_total <= stream_buffered_keys) {
     if (lane == 0 && best != no_candidate) atomicMax(&buffer.run_best[run], best);
