@@ -7,6 +7,8 @@
 # Usage: scripts/gpu_ab.sh BASE_REF BENCH_FILTER [OUTPUT_DIR]
 #
 #   XGR_AB_NEW_REF      headers to compare against BASE_REF (default: the working tree)
+#   XGR_AB_NEW_FLAGS    extra nvcc flags for the new build only (e.g. -DNAME=VALUE to pick a variant
+#                       of the change; default none)
 #   XGR_AB_BENCH        benchmark sources besides main.cu and bench_copy.cu (default: bench_attention;
 #                       e.g. "bench_topk bench_beam")
 #   XGR_AB_ROUNDS       alternating rounds (default 3)
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 base_ref=$1
@@ -47,9 +49,9 @@ make_tree() {  # make_tree NAME REF
   cp -r benchmarks tests "$tree/"
 }
 
-build() {  # build NAME: objects in parallel, then link
+build() {  # build NAME [EXTRA_FLAGS]: objects in parallel, then link
   local tree=$trees/$1 flags pids=() objects=()
-  flags="-std=c++20 -O3 -lineinfo -gencode $arch -I$tree/include -I$tree/tests -I$tree/benchmarks"
+  flags="-std=c++20 -O3 -lineinfo -gencode $arch ${2:-} -I$tree/include -I$tree/tests -I$tree/benchmarks"
   for source in main bench_copy $benches; do
     nvcc $flags -c "$tree/benchmarks/$source.cu" -o "$tree/$source.o" > "$out/build_$1_$source.log" 2>&1 &
     pids+=($!)
@@ -67,12 +69,12 @@ build() {  # build NAME: objects in parallel, then link
 make_tree base "$base_ref"
 make_tree new "$new_ref"
 build base & base_pid=$!
-build new & new_pid=$!
+build new "${XGR_AB_NEW_FLAGS:-}" & new_pid=$!
 status=0
 wait $base_pid || status=1
 wait $new_pid || status=1
 [ $status = 0 ] || exit 1
-echo "gpu_ab: built base ($base_ref) and new (${new_ref:-working tree})"
+echo "gpu_ab: built base ($base_ref) and new (${new_ref:-working tree}${XGR_AB_NEW_FLAGS:+ with $XGR_AB_NEW_FLAGS})"
 [ "${XGR_AB_BUILD_ONLY:-0}" = 1 ] && exit 0
 
 : > "$out/base.log"
@@ -91,4 +93,5 @@ done
 name_of() { git rev-parse --short "$1^{commit}"; }
 base_name="$base_ref ($(name_of "$base_ref"))"
 new_name=${new_ref:+"$new_ref ($(name_of "$new_ref"))"}
-python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_name,${new_name:-working tree}" | tee "$out/ab.md"
+new_name="${new_name:-working tree}${XGR_AB_NEW_FLAGS:+ $XGR_AB_NEW_FLAGS}"
+python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_name,$new_name" | tee "$out/ab.md"
