@@ -361,7 +361,7 @@ TEST_CASE("decode grids of more blocks than multiprocessors, split and unsplit")
   // The shapes above are small: most launch fewer blocks than an H100 has multiprocessors (132).
   // These launch more, so that blocks share multiprocessors: 16 x 4 x 3 = 192 blocks of one split
   // (own tokens fused), and 10 x 4 blocks split in 4 = 160 (partials and the merge kernel).
-  auto rng = xgr::test::make_rng(506);
+  auto rng = xgr::test::make_rng(505);  // the seed of the recorded H100 run
   run_scenario<xgr::bfloat16, xgr::kv::PageMajor>({1, 4, 128, 4, 64, 3, {300, 129, 65}, {512, 512, 512}, 1}, rng, 1e-2);
   run_scenario<xgr::bfloat16, xgr::kv::PageMajor>({1, 4, 128, 4, 64, 2, {1024}, {320}, 8}, rng, 1e-2);
   report_worst("bf16 grids of more blocks than multiprocessors");
