@@ -7,6 +7,9 @@
 # Usage: scripts/gpu_ab.sh BASE_REF BENCH_FILTER [OUTPUT_DIR]
 #
 #   XGR_AB_NEW_REF      headers to compare against BASE_REF (default: the working tree)
+#                       Either ref may also be a directory holding an include/ tree (e.g. a branch
+#                       extracted with `git archive BRANCH include | tar -x -C DIR`), for a clone
+#                       that lacks the branch.
 #   XGR_AB_NEW_FLAGS    extra nvcc flags for the new build only (e.g. -DNAME=VALUE to pick a variant
 #                       of the change; default none)
 #   XGR_AB_BENCH        benchmark sources besides main.cu and bench_copy.cu (default: bench_attention;
@@ -21,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 base_ref=$1
@@ -40,8 +43,10 @@ trap 'rm -rf "$trees"' EXIT
 make_tree() {  # make_tree NAME REF
   local tree=$trees/$1
   mkdir -p "$tree"
-  if [ -n "$2" ]; then
-    git rev-parse --verify --quiet "$2^{commit}" > /dev/null || { echo "gpu_ab: no commit '$2'" >&2; exit 2; }
+  if [ -n "$2" ] && [ -d "$2/include" ]; then
+    cp -r "$2/include" "$tree/"
+  elif [ -n "$2" ]; then
+    git rev-parse --verify --quiet "$2^{commit}" > /dev/null || { echo "gpu_ab: no commit or include/ directory '$2'" >&2; exit 2; }
     git archive "$2" include | tar -x -C "$tree"
   else
     cp -r include "$tree/"
@@ -90,7 +95,7 @@ for round in $(seq "$rounds"); do
 done
 # The table names each side by the commit its ref resolved to here, so that a record never depends on
 # what a symbolic ref (HEAD, a branch) meant in this clone.
-name_of() { git rev-parse --short "$1^{commit}"; }
+name_of() { if [ -d "$1/include" ]; then echo "directory"; else git rev-parse --short "$1^{commit}"; fi; }
 base_name="$base_ref ($(name_of "$base_ref"))"
 new_name=${new_ref:+"$new_ref ($(name_of "$new_ref"))"}
 new_name="${new_name:-working tree}${XGR_AB_NEW_FLAGS:+ $XGR_AB_NEW_FLAGS}"
