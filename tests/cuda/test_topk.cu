@@ -68,13 +68,14 @@ struct DeviceOutput {
 };
 
 template <class Policy, class T>
-xgr::test::TopKOutput run_cuda(const xgr::test::TopKInput<T>& host, xgr::DeviceWorkspace& workspace, cudaStream_t stream) {
+xgr::test::TopKOutput run_cuda(const xgr::test::TopKInput<T>& host, xgr::DeviceWorkspace& workspace, cudaStream_t stream,
+                               const xgr::topk::cuda_detail::CallOptions& options = {}) {
   DeviceTopKInput<T> device(host);
   DeviceOutput output(host.problem().groups(), host.spec.k);
   output.poison();
   const xgr::TopKLimits limits = host.limits();
   workspace.reserve(xgr::masked_topk_workspace_bytes<Policy>(xgr::exec::cuda{}, limits));
-  xgr::masked_topk<Policy>(xgr::exec::cuda{stream}, device.problem, output.result(), limits, workspace);
+  xgr::topk::cuda_detail::enqueue_masked_topk<Policy>(xgr::exec::cuda{stream}, device.problem, output.result(), limits, workspace, options);
   XGR_CUDA_CHECK(cudaStreamSynchronize(stream));
   return output.to_host();
 }
@@ -121,13 +122,17 @@ struct SampledRunsCase {
     const std::size_t row = group * spec.rows_per_group + position / spec.vocab;
     return input.scores[row * spec.vocab + position % spec.vocab];
   }
-  // EarlyExit on the GPU must still return the exact top k.
+  // EarlyExit on the GPU must still return the exact top k, with the sample and the bound in one
+  // kernel or in two.
   void check_exact() {
     xgr::Stream stream;
     xgr::DeviceWorkspace workspace;
-    const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
-    std::string why;
-    CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), why);
+    const auto expected = xgr::test::brute_force_topk(input);
+    for (const bool fused : {true, false}) {
+      const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get(), {.fuse_sample_bound = fused});
+      std::string why;
+      CHECK_MESSAGE(xgr::test::same_results(actual, expected, &why), (fused ? "one kernel: " : "two kernels: ") << why);
+    }
   }
 };
 
@@ -137,6 +142,41 @@ TEST_CASE("CUDA EarlyExit equals the brute-force oracle on random problems (f32,
   check_policy_against_oracle<xgr::topk::EarlyExit, float>("EarlyExit", 201, 200);
   check_policy_against_oracle<xgr::topk::EarlyExit, xgr::half>("EarlyExit", 202, 60);
   check_policy_against_oracle<xgr::topk::EarlyExit, xgr::bfloat16>("EarlyExit", 203, 60);
+}
+
+TEST_CASE("the sample and the bound in one cluster kernel or in two kernels: the same exact results") {
+  // Groups sampled by at most max_sample_cluster_blocks blocks take sample_bound_kernel; larger
+  // ones, and calls that turn it off, take sample_kernel and bound_kernel.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(207);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const auto check = [&](const xgr::test::TopKInput<float>& input, const detail::CallOptions& options, const char* path) {
+    const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get(), options);
+    std::string why;
+    if (!xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why)) {
+      FAIL_CHECK(path << " " << input.spec.describe() << ": " << why);
+    }
+  };
+  for (const auto& spec : xgr::test::standard_topk_cases(rng, 60)) {
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    check(input, {.fuse_sample_bound = true}, "one kernel");
+    check(input, {.fuse_sample_bound = false}, "two kernels");
+  }
+  // Groups of exactly the largest cluster's sample, and of more: 256 x 8,192 positions take 8
+  // sample blocks, 288 x 8,192 take 9 (the two-kernel path whatever the option).
+  for (const std::size_t rows : {std::size_t{256}, std::size_t{288}}) {
+    xgr::test::TopKCase spec;
+    spec.groups = 2;
+    spec.rows_per_group = rows;
+    spec.vocab = 8192;
+    spec.k = 256;
+    spec.row_offsets = true;
+    const std::uint64_t blocks = detail::sample_slots(rows * spec.vocab, spec.k) / detail::sample_threads;
+    REQUIRE(blocks == (rows == 256 ? detail::max_sample_cluster_blocks : detail::max_sample_cluster_blocks + 1));
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    check(input, {}, rows == 256 ? "one kernel (8 blocks)" : "two kernels (9 blocks)");
+  }
 }
 
 TEST_CASE("CUDA baselines compute the same function as the default") {

@@ -282,6 +282,12 @@ __device__ inline void cluster_store(std::uint32_t address, std::uint64_t value)
 #endif
 }
 
+__device__ inline void cluster_store(std::uint32_t address, std::uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+#endif
+}
+
 }  // namespace detail
 
 // RAII CUDA stream. Non-blocking by default: xgr never relies on implicit legacy-stream sync.
