@@ -581,6 +581,28 @@ __device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThr
   return prefix;
 }
 
+// The bound of a group from the `count` runs its sample kept (`kept`, in device or shared memory): a
+// value at least `rank` of them reach (block_select_value, stopping within rank / 8), written as the
+// smallest key of that score, or 1 (every candidate) when fewer than k runs hold a selectable
+// candidate. The group's survivor count and maximum are reset for the filter. Block-wide: Threads
+// threads, count <= Threads x PerThread.
+template <int Threads, int PerThread>
+__device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count, std::uint32_t rank, std::uint32_t k, std::uint32_t group,
+                                  CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+  std::uint32_t values[PerThread];
+#pragma unroll
+  for (int j = 0; j < PerThread; ++j) {
+    const std::uint32_t i = j * Threads + threadIdx.x;
+    values[j] = i < count ? kept[i] : 0u;
+  }
+  const std::uint32_t score = block_select_value<Threads>(values, rank, rank / 8, k);
+  if (threadIdx.x == 0) {
+    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
+    survivor_max[group] = 0;
+    survivor_counts[group] = 0;
+  }
+}
+
 // One block per group selects, from the runs the sample blocks kept, a score s reached by at least
 // bound_rank(...) of them (k when the whole group was sampled; see bound_rank). The runs are
 // disjoint, so that many distinct candidates reach s, and (ordered(s) << 32) is the smallest key of
@@ -601,19 +623,8 @@ __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem
   const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
   const std::uint32_t rank = bound_rank(k, runs, positions);
   ::xgr::detail::wait_for_prior_grid();
-  const std::uint32_t* values = sampled + static_cast<std::size_t>(group) * sampled_per_group;
-  std::uint32_t best[bound_values_per_thread];
-#pragma unroll
-  for (int j = 0; j < bound_values_per_thread; ++j) {
-    const std::uint32_t i = j * Threads + threadIdx.x;
-    best[j] = i < sampled_per_group ? values[i] : 0u;
-  }
-  const std::uint32_t score = block_select_value<Threads>(best, rank, rank / 8, k);
-  if (threadIdx.x == 0) {
-    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
-    survivor_max[group] = 0;
-    survivor_counts[group] = 0;
-  }
+  write_group_bound<Threads, bound_values_per_thread>(sampled + static_cast<std::size_t>(group) * sampled_per_group, sampled_per_group,
+                                                      rank, k, group, bounds, survivor_max, survivor_counts);
 }
 
 // Sample and bound in one launch, for dense and bitset groups sampled by at most
@@ -657,19 +668,8 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint64_t positions = group_positions(problem, problem.group_begin(group), problem.group_end(group));
   const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
   const std::uint32_t rank = bound_rank(k, runs, positions);
-  const std::uint32_t kept_count = blocks_per_group * warps * kept_per_warp;
-  std::uint32_t values[sample_cluster_values_per_thread];
-#pragma unroll
-  for (int j = 0; j < sample_cluster_values_per_thread; ++j) {
-    const std::uint32_t i = j * sample_threads + threadIdx.x;
-    values[j] = i < kept_count ? kept[i] : 0u;
-  }
-  const std::uint32_t score = block_select_value<sample_threads>(values, rank, rank / 8, k);
-  if (threadIdx.x == 0) {
-    bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
-    survivor_max[group] = 0;
-    survivor_counts[group] = 0;
-  }
+  write_group_bound<sample_threads, sample_cluster_values_per_thread>(kept, blocks_per_group * warps * kept_per_warp, rank, k, group, bounds,
+                                                                     survivor_max, survivor_counts);
 }
 
 // Score hints as the kernels see them (TopKProblem::row_score_hints).
