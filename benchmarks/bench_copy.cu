@@ -12,6 +12,7 @@ void BM_DeviceCopy(benchmark::State& state) {
   xgr::DeviceBuffer<std::byte> source(bytes);
   xgr::DeviceBuffer<std::byte> destination(bytes);
   XGR_CUDA_CHECK(cudaMemset(source.data(), 0x3c, bytes));
+  XGR_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // the timer's non-blocking stream does not wait for it
   xgr::bench::CudaTimer timer;
   timer.run(state, [&](cudaStream_t stream) {
     XGR_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyDeviceToDevice, stream));

@@ -28,6 +28,7 @@ inline double copy_bandwidth_bytes_per_s() {
     DeviceBuffer<std::byte> source(bytes);
     DeviceBuffer<std::byte> destination(bytes);
     XGR_CUDA_CHECK(cudaMemset(source.data(), 0x5a, bytes));
+    XGR_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // the non-blocking stream below does not wait for it
     Stream stream;
     Event start;
     Event stop;

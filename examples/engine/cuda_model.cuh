@@ -242,6 +242,7 @@ class CudaForward {
     logits_ = DeviceBuffer<float>(max_beam_rows * c.vocab_size);
     // Rows no request owns at level 0 are never selected from, but they are read: keep them finite.
     XGR_CUDA_CHECK(cudaMemset(logits_.data(), 0, logits_.size() * sizeof(float)));
+    XGR_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // the forward's non-blocking stream does not wait for it
     cublas_workspace_ = DeviceBuffer<std::byte>(cublas_workspace_bytes);
     cuda_detail::check_cublas(cublasCreate(&handle_), "cublasCreate");
     // A fixed workspace keeps cuBLAS from allocating inside a stream (or a graph capture).

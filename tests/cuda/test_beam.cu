@@ -74,6 +74,13 @@ std::vector<std::uint32_t> bits_of(std::span<const float> values) {
   return bits;
 }
 
+// Fills device outputs with 0x5a bytes so that nothing unwritten can pass. On the searcher's stream:
+// a plain cudaMemset runs on the default stream, which a non-blocking stream does not wait for.
+template <class... Buffers>
+void poison_on(cudaStream_t stream, Buffers&... buffers) {
+  (XGR_CUDA_CHECK(cudaMemsetAsync(buffers.data(), 0x5a, buffers.bytes(), stream)), ...);
+}
+
 template <class T, class Normalize, class Select, class Filter>
 void compare_search(std::mt19937_64& rng, const Shape& shape) {
   const xgr::ItemTrie trie = random_trie(rng, shape.codebooks, shape.items);
@@ -135,9 +142,7 @@ void compare_search(std::mt19937_64& rng, const Shape& shape) {
   xgr::DeviceBuffer<std::uint32_t> d_codes(slots * levels), d_item_counts(slots), d_counts(shape.widths.size());
   xgr::DeviceBuffer<float> d_scores(slots);
   xgr::DeviceBuffer<xgr::ItemId> d_ids(slots);
-  for (auto* buffer : {&d_codes, &d_item_counts, &d_counts}) XGR_CUDA_CHECK(cudaMemset(buffer->data(), 0x5a, buffer->bytes()));
-  XGR_CUDA_CHECK(cudaMemset(d_scores.data(), 0x5a, d_scores.bytes()));
-  XGR_CUDA_CHECK(cudaMemset(d_ids.data(), 0x5a, d_ids.bytes()));
+  poison_on(stream.get(), d_codes, d_item_counts, d_counts, d_scores, d_ids);
   device.finalize(exec, {xgr::matrix_view(d_codes.data(), slots, levels), d_scores.span(), d_ids.span(), d_item_counts.span(), d_counts.span()});
   stream.synchronize();
   CHECK(copy_to_host<std::uint32_t>(d_codes.span()) == codes);
@@ -314,7 +319,8 @@ TEST_CASE("CUDA BeamSearcher reuses its buffers across batches of different shap
     xgr::DeviceBuffer<float> d_logits(slots * 32);
     for (std::size_t level = 0; level < 3; ++level) {
       const auto logits = random_logits<float>(rng, slots, 32, Shape::Logits::smooth);
-      XGR_CUDA_CHECK(cudaMemcpy(d_logits.data(), logits.data(), logits.size() * sizeof(float), cudaMemcpyHostToDevice));
+      // On the searcher's stream: the previous step may still be reading d_logits.
+      XGR_CUDA_CHECK(cudaMemcpyAsync(d_logits.data(), logits.data(), logits.size() * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
       host.step(xgr::exec::host, xgr::matrix_view(logits.data(), slots, 32));
       device.step(stream.exec(), xgr::MatrixView<const float>{d_logits.data(), slots, 32, 32});
     }
@@ -377,6 +383,7 @@ TEST_CASE("CUDA BeamSearcher steps captured into a CUDA graph replay on new batc
     xgr::DeviceBuffer<std::uint32_t> d_codes(slots * levels), d_item_counts(slots), d_counts(widths.size());
     xgr::DeviceBuffer<float> d_scores(slots);
     xgr::DeviceBuffer<xgr::ItemId> d_ids(slots);
+    poison_on(stream.get(), d_codes, d_item_counts, d_counts, d_scores, d_ids);
     device.finalize(exec, {xgr::matrix_view(d_codes.data(), slots, levels), d_scores.span(), d_ids.span(), d_item_counts.span(), d_counts.span()});
     stream.synchronize();
     CHECK(copy_to_host<std::uint32_t>(d_codes.span()) == codes);

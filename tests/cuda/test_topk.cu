@@ -48,12 +48,13 @@ struct DeviceOutput {
   xgr::DeviceBuffer<std::uint32_t> indices, counts;
   std::size_t groups, k;
   DeviceOutput(std::size_t groups_, std::size_t k_) : values(groups_ * k_), indices(groups_ * k_), counts(groups_), groups(groups_), k(k_) {}
-  // Poisoned so that an unwritten slot can never pass as a result.
-  void poison() {
+  // Poisoned so that an unwritten slot can never pass as a result. On the selection's stream: a plain
+  // cudaMemcpy runs on the default stream, which a non-blocking stream does not wait for.
+  void poison(cudaStream_t stream) {
     const xgr::test::TopKOutput poisoned(groups, k);
-    XGR_CUDA_CHECK(cudaMemcpy(values.data(), poisoned.values.data(), values.bytes(), cudaMemcpyHostToDevice));
-    XGR_CUDA_CHECK(cudaMemcpy(indices.data(), poisoned.indices.data(), indices.bytes(), cudaMemcpyHostToDevice));
-    XGR_CUDA_CHECK(cudaMemcpy(counts.data(), poisoned.counts.data(), counts.bytes(), cudaMemcpyHostToDevice));
+    XGR_CUDA_CHECK(cudaMemcpyAsync(values.data(), poisoned.values.data(), values.bytes(), cudaMemcpyHostToDevice, stream));
+    XGR_CUDA_CHECK(cudaMemcpyAsync(indices.data(), poisoned.indices.data(), indices.bytes(), cudaMemcpyHostToDevice, stream));
+    XGR_CUDA_CHECK(cudaMemcpyAsync(counts.data(), poisoned.counts.data(), counts.bytes(), cudaMemcpyHostToDevice, stream));
   }
   xgr::TopKResult result() {
     return {xgr::matrix_view(values.data(), groups, k), xgr::matrix_view(indices.data(), groups, k), counts.span()};
@@ -72,7 +73,7 @@ xgr::test::TopKOutput run_cuda(const xgr::test::TopKInput<T>& host, xgr::DeviceW
                                const xgr::topk::cuda_detail::CallOptions& options = {}) {
   DeviceTopKInput<T> device(host);
   DeviceOutput output(host.problem().groups(), host.spec.k);
-  output.poison();
+  output.poison(stream);
   const xgr::TopKLimits limits = host.limits();
   workspace.reserve(xgr::masked_topk_workspace_bytes<Policy>(xgr::exec::cuda{}, limits));
   xgr::topk::cuda_detail::enqueue_masked_topk<Policy>(xgr::exec::cuda{stream}, device.problem, output.result(), limits, workspace, options);
@@ -262,7 +263,7 @@ TEST_CASE("score hints replace the sample: exact results whether the hints are t
       // turns it off for wide levels (the general path with the hints' bound).
       for (const bool fused : {true, false}) {
         DeviceOutput output(groups, spec.k);
-        output.poison();
+        output.poison(stream.get());
         xgr::topk::cuda_detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(),
                                                                           limits, workspace, {.fuse_hinted = fused});
         XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
@@ -331,7 +332,7 @@ TEST_CASE("hints with a sparse mask and row bounds: survivors in shared memory, 
       const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
       device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, per_row, per_row};
       DeviceOutput output(spec.groups, spec.k);
-      output.poison();
+      output.poison(stream.get());
       xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(), workspace);
       XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
       std::string why;

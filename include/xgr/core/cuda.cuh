@@ -386,10 +386,15 @@ void copy_async(std::span<T> destination, std::span<T> source, cudaStream_t stre
 }
 
 // Copies a host span into a new device buffer and waits for it: for set-up and tests, not hot paths.
+// A pageable cudaMemcpy to the device may return once the source is staged, before the copy lands,
+// and nothing orders it before work on a non-blocking stream: the default stream's sync closes that.
 template <class T>
 [[nodiscard]] DeviceBuffer<T> to_device(std::span<const T> host) {
   DeviceBuffer<T> device(host.size());
-  if (!host.empty()) XGR_CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+  if (!host.empty()) {
+    XGR_CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+    XGR_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
   return device;
 }
 
