@@ -79,11 +79,20 @@ inline std::vector<std::uint32_t> expected_values(const RandomGraph& graph, std:
   return values;
 }
 
+// XGR_TEST_TIME_SCALE=<n> multiplies every watchdog limit by n (default 1): tools that slow the
+// GPU a hundredfold, such as compute-sanitizer, must not pass for a deadlock.
+inline long long watchdog_scale() {
+  const char* text = std::getenv("XGR_TEST_TIME_SCALE");
+  const long long scale = text != nullptr ? std::atoll(text) : 1;
+  return scale >= 1 ? scale : 1;
+}
+
 // Runs `body` on its own thread and fails the whole test binary if it has not returned within
-// `limit`: a deadlock must fail, not hang the CI job. (A thread cannot be cancelled, so the process
-// exits.)
+// `limit` (times XGR_TEST_TIME_SCALE): a deadlock must fail, not hang the CI job. (A thread cannot
+// be cancelled, so the process exits.)
 template <class Body>
 void run_bounded(std::chrono::milliseconds limit, const char* what, Body&& body) {
+  limit *= watchdog_scale();
   struct Shared {
     std::atomic<bool> done{false};
   };
