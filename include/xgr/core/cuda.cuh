@@ -245,6 +245,22 @@ __device__ inline void cluster_sync() {
 #endif
 }
 
+// The same barrier split in two, with no ordering of memory: another block's shared memory may be
+// accessed only once that block has started, so a kernel whose first cluster access comes after
+// some work of its own arrives at entry and waits just before that access, and the work hides the
+// wait. Every thread of the block calls both, arrive first.
+__device__ inline void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+
+__device__ inline void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+
 // The address of `pointer` (this block's shared memory) in block `rank` of the cluster.
 __device__ inline std::uint32_t cluster_shared_address(const void* pointer, unsigned rank) {
   std::uint32_t mapped = 0;

@@ -644,6 +644,9 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
                                                                       std::uint32_t kept_per_warp, CandidateKey* bounds,
                                                                       CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   ::xgr::detail::allow_dependent_launch();  // the filter blocks may become resident and request their first tiles
+  // The first block's shared memory takes the others' runs only once it has started: arrive now,
+  // wait after the sample.
+  if (blocks_per_group > 1) ::xgr::detail::cluster_arrive_relaxed();
   constexpr std::uint32_t warps = sample_threads / 32;
   constexpr int kept_capacity = sample_threads * sample_cluster_values_per_thread;
   static_assert(kept_capacity >= static_cast<int>(max_sample_cluster_blocks * warps * 32));
@@ -659,6 +662,7 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
     if (lane < kept_per_warp) kept[slot] = sorted;
     __syncthreads();
   } else {
+    ::xgr::detail::cluster_wait();  // the first block has started
     if (lane < kept_per_warp) ::xgr::detail::cluster_store(::xgr::detail::cluster_shared_address(&kept[slot], 0), sorted);
     ::xgr::detail::cluster_sync();  // every block's runs are in the first block
   }
