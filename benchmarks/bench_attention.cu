@@ -66,6 +66,8 @@ double tensor_core_flops_per_s() {
     xgr::DeviceBuffer<bfloat16> a(std::size_t{1} * n * n), b(std::size_t{1} * n * n), c(std::size_t{1} * n * n);
     xgr::bench::fill_logits<<<1024, 256>>>(a.data(), a.size(), 1);
     xgr::bench::fill_logits<<<1024, 256>>>(b.data(), b.size(), 2);
+    XGR_CUDA_CHECK_LAUNCH();
+    XGR_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // the GEMMs' non-blocking stream does not wait for the fills
     cublasHandle_t handle = nullptr;
     XGR_CUBLAS_CHECK(cublasCreate(&handle));
     xgr::Stream stream;

@@ -51,7 +51,7 @@ run_one() {
   timeout "$limit" compute-sanitizer "${options[@]}" "$binary" -tc="$filter" > "$file" 2>&1
   local status=$? verdict
   local summary
-  summary=$(grep -E "(ERROR|RACECHECK) SUMMARY" "$file" | tail -1)
+  summary=$(grep -E "(ERROR|RACECHECK) SUMMARY" "$file" | grep -v "not printed" | tail -1)
   if [ $status -eq 124 ]; then
     verdict="timed out"
   elif grep -q "Status: FAILURE" "$file"; then

@@ -407,6 +407,7 @@ TEST_CASE("CUDA BeamSearcher rejects bad calls before launching anything") {
   config.vocab = 16;
   xgr::BeamSearcher device(xgr::exec::cuda{}, device_trie, config);
   xgr::DeviceBuffer<float> logits(16 * 16);
+  XGR_CUDA_CHECK(cudaMemset(logits.data(), 0, logits.bytes()));  // the valid steps below read it (default stream, as they run)
   const xgr::MatrixView<const float> view{logits.data(), 16, 16, 16};
   CHECK_THROWS_AS(device.step(xgr::exec::cuda{}, view), xgr::Error);  // no begin()
   const std::vector<std::uint32_t> too_wide{9};
