@@ -79,8 +79,8 @@ inline std::vector<std::uint32_t> expected_values(const RandomGraph& graph, std:
   return values;
 }
 
-// XGR_TEST_TIME_SCALE=<n> multiplies every watchdog limit by n (default 1): tools that slow the
-// GPU a hundredfold, such as compute-sanitizer, must not pass for a deadlock.
+// XGR_TEST_TIME_SCALE=<n> multiplies every watchdog limit by n (default 1): a run slowed a
+// hundredfold by a tool such as compute-sanitizer must not be taken for a deadlock.
 inline long long watchdog_scale() {
   const char* text = std::getenv("XGR_TEST_TIME_SCALE");
   const long long scale = text != nullptr ? std::atoll(text) : 1;
