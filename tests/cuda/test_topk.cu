@@ -342,6 +342,74 @@ TEST_CASE("hints with a sparse mask and row bounds: survivors in shared memory, 
   }
 }
 
+TEST_CASE("tied best scores crowding one bin of the select: ranked within the bin or selected as before") {
+  // The select ranks staged survivors by equal-width bins of their key range and compares keys only
+  // within a bin (write_binned_top_k); when a bin that can hold a winner holds more than
+  // max_binned_crowd keys it selects as before. Tied best scores at consecutive columns crowd one bin
+  // (their keys differ in the index bits only), a few at a time or far past the limit, as the best
+  // k or around the k-th. Each case runs through the sampled path (streamed filter, select kernel)
+  // and through the one kernel of hints, a sparse mask and row bounds; every result must be exact.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(263);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  constexpr std::size_t first_tied_column = 1000;
+  for (const std::size_t crowd : {std::size_t{2}, std::size_t{100}, std::size_t{detail::max_binned_crowd},
+                                  std::size_t{detail::max_binned_crowd} + 1, std::size_t{600}}) {
+    for (const std::size_t k : {1, 64, 300}) {
+      for (const bool hinted : {false, true}) {
+        xgr::test::TopKCase spec;
+        spec.groups = 2;
+        spec.rows_per_group = 64;
+        spec.vocab = 8192;
+        spec.k = k;
+        if (hinted) {
+          spec.mask = xgr::MaskKind::sparse;
+          spec.density = 1.0;
+          spec.row_bounds = true;
+        }
+        auto input = xgr::test::make_topk_input<float>(spec, rng);
+        const std::size_t tied_row_in_group = 5;
+        for (std::size_t group = 0; group < spec.groups; ++group) {
+          const std::size_t first = group * spec.rows_per_group;
+          float best = -std::numeric_limits<float>::infinity();
+          for (std::size_t i = first * spec.vocab; i < (first + spec.rows_per_group) * spec.vocab; ++i) best = std::max(best, input.scores[i]);
+          // The best `crowd` scores when k <= crowd (the k-th among them), else just below the best
+          // (all winners, the k-th elsewhere).
+          const float tied = k <= crowd ? best + 1.0f : best - 0.25f;
+          const std::size_t row = first + tied_row_in_group;
+          for (std::size_t c = first_tied_column; c < first_tied_column + crowd; ++c) input.scores[row * spec.vocab + c] = tied;
+          if (hinted) input.row_bounds[row] = std::max(input.row_bounds[row], tied);
+        }
+        const auto expected = xgr::test::brute_force_topk(input);
+        DeviceTopKInput<float> device(input);
+        xgr::DeviceBuffer<float> device_hints;
+        if (hinted) {
+          // Each row's 8 best scores: true hints (scores of different candidates).
+          constexpr std::size_t per_row = 8;
+          std::vector<float> hints(input.rows * per_row);
+          for (std::size_t row = 0; row < input.rows; ++row) {
+            std::vector<float> scores(input.scores.begin() + static_cast<std::ptrdiff_t>(row * spec.vocab),
+                                      input.scores.begin() + static_cast<std::ptrdiff_t>((row + 1) * spec.vocab));
+            std::partial_sort(scores.begin(), scores.begin() + per_row, scores.end(), std::greater<>());
+            std::copy_n(scores.begin(), per_row, hints.begin() + static_cast<std::ptrdiff_t>(row * per_row));
+          }
+          device_hints = xgr::to_device<float>(hints);
+          device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, per_row, per_row};
+        }
+        DeviceOutput output(spec.groups, spec.k);
+        output.poison(stream.get());
+        workspace.reserve(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, input.limits()));
+        xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(), workspace);
+        XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+        std::string why;
+        CHECK_MESSAGE(xgr::test::same_results(output.to_host(), expected, &why),
+                      spec.describe() << ", " << crowd << " tied" << (hinted ? ", hinted" : "") << ": " << why);
+      }
+    }
+  }
+}
+
 TEST_CASE("survivor overflow falls back to an exact selection over the input") {
   // The sampled runs hold the lowest scores of the group, so the sample's bound lets almost every
   // candidate through and the survivor buffer overflows; the result must still be exact.

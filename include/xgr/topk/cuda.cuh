@@ -256,6 +256,18 @@ __device__ void key_range(ForEachKey&& for_each_key, SelectShared& shared) {
   __syncthreads();
 }
 
+// split_bins equal-width bins over [low, high]; a key's bin is its offset from low, shifted.
+struct SplitBins {
+  CandidateKey low;
+  int shift;
+  __device__ SplitBins(CandidateKey low_key, CandidateKey high_key) : low(low_key) {
+    const CandidateKey span = high_key - low_key;
+    const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
+    shift = significant > split_bits ? significant - split_bits : 0;
+  }
+  __device__ std::uint32_t operator()(CandidateKey key) const { return static_cast<std::uint32_t>((key - low) >> shift); }
+};
+
 // Returns a threshold T with at least k of the enumerated keys >= T, or 1 (every key) when there
 // are fewer than k. With slack = 0 exactly k keys are >= T (keys are distinct); with slack > 0 the
 // passes stop once at most k + slack keys are >= T: a cheaper, still valid lower bound of the k-th.
@@ -275,13 +287,12 @@ __device__ CandidateKey select_threshold(ForEachKey&& for_each_key, std::uint32_
   }
   std::uint32_t remaining = k;
   for (;;) {
-    const CandidateKey span = high - low;
-    const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
-    const int shift = significant > split_bits ? significant - split_bits : 0;
+    const SplitBins bins(low, high);
+    const int shift = bins.shift;
     for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += static_cast<int>(blockDim.x)) shared.histogram[word] = 0;
     __syncthreads();
     for_each_key([&](CandidateKey key) {
-      if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
+      if (key != no_candidate && key >= low && key <= high) atomicAdd(&shared.histogram[histogram_slot(bins(key))], 1u);
     });
     __syncthreads();
     find_rank_bin<split_bins>(shared.histogram, remaining, shared.warp_totals, shared.choice);
@@ -1289,6 +1300,93 @@ __device__ inline void write_ranked(FinalShared& shared, std::uint32_t k, std::u
   if (threadIdx.x == 0) counts[group] = gathered;
 }
 
+// The k best of staged keys, ranked without finding the k-th first: one histogram of split_bins
+// equal-width bins over [low, high], a scan of it that gives every bin the number of keys above it,
+// a counting sort of the keys of the bins that can hold a winner (behind the staged keys), and a
+// key's output slot is its bin's start plus the keys of its own bin above it. That is three
+// barrier-separated steps where finding the k-th and then ordering the winners took about ten.
+// Comparing within a bin costs each key its bin's crowd, so a crowded bin (more than
+// max_binned_crowd keys among those that can win: equal scores of nearby indices) or sorted keys
+// that do not fit in `capacity` return false, having written no result; the caller then selects
+// as before (its first step clears the histogram again).
+// Requires: k < count <= capacity, distinct keys, every key within [low, high], the histogram all
+// zero, and a barrier between the keys' staging and the call. All threads (Threads) call it.
+inline constexpr std::uint32_t max_binned_crowd = 128;
+
+template <int Threads>
+__device__ bool write_binned_top_k(CandidateKey* staged, std::uint32_t count, std::uint32_t capacity, std::uint32_t k, CandidateKey low,
+                                   CandidateKey high, SelectShared& shared, std::uint32_t group, float* values, std::size_t values_stride,
+                                   std::uint32_t* indices, std::size_t indices_stride, std::uint32_t* counts) {
+  constexpr int warps = Threads / 32;
+  constexpr int bins_per_thread = split_bins / Threads;
+  static_assert(Threads % 32 == 0 && warps <= 32 && split_bins % Threads == 0);
+  const unsigned lane = threadIdx.x % 32;
+  const unsigned warp = threadIdx.x / 32;
+  const SplitBins bins(low, high);
+  if (threadIdx.x == 0) {
+    shared.count = 0;  // the largest crowd of a bin that can hold a winner
+    shared.choice = BinChoice{0, 0, 0, 1};
+  }
+  for (std::uint32_t i = threadIdx.x; i < count; i += Threads) atomicAdd(&shared.histogram[histogram_slot(bins(staged[i]))], 1u);
+  __syncthreads();
+
+  // Thread t scans bins_per_thread consecutive bins downwards from the top: thread 0 holds the highest.
+  const int top = split_bins - 1 - static_cast<int>(threadIdx.x) * bins_per_thread;
+  std::uint32_t crowd[bins_per_thread];
+  std::uint32_t total = 0;
+#pragma unroll
+  for (int j = 0; j < bins_per_thread; ++j) {
+    crowd[j] = shared.histogram[histogram_slot(static_cast<std::uint32_t>(top - j))];
+    total += crowd[j];
+  }
+  const std::uint32_t inclusive = warp_inclusive_sum(total);
+  if (lane == 31) shared.warp_totals[warp] = inclusive;
+  __syncthreads();
+  const std::uint32_t warp_sums = warp_inclusive_sum(lane < static_cast<unsigned>(warps) ? shared.warp_totals[lane] : 0u);
+  std::uint32_t above = inclusive - total + (warp == 0 ? 0u : __shfl_sync(0xffffffffu, warp_sums, static_cast<int>(warp) - 1));
+  std::uint32_t busiest = 0;
+#pragma unroll
+  for (int j = 0; j < bins_per_thread; ++j) {
+    const auto bin = static_cast<std::uint32_t>(top - j);
+    if (above < k) {
+      busiest = crowd[j] > busiest ? crowd[j] : busiest;
+      if (above + crowd[j] >= k) shared.choice = BinChoice{bin, above, crowd[j], 0};  // the one bin that holds the k-th
+    }
+    shared.histogram[histogram_slot(bin)] = above;  // the bin's first slot in the sorted keys
+    above += crowd[j];
+  }
+  busiest = __reduce_max_sync(0xffffffffu, busiest);
+  if (lane == 0 && busiest != 0) atomicMax(&shared.count, busiest);
+  __syncthreads();
+  const BinChoice split = shared.choice;
+  const std::uint32_t sorted_count = split.above + split.in_bin;  // the keys of the split bin and above
+  if (split.too_few != 0 || shared.count > max_binned_crowd || sorted_count > capacity - count) return false;  // uniform
+
+  CandidateKey* sorted = staged + count;
+  for (std::uint32_t i = threadIdx.x; i < count; i += Threads) {
+    const CandidateKey key = staged[i];
+    const std::uint32_t bin = bins(key);
+    if (bin >= split.bin) sorted[atomicAdd(&shared.histogram[histogram_slot(bin)], 1u)] = key;
+  }
+  __syncthreads();
+  // Each bin from the split bin up now ends where the bin above it began: its keys lie in
+  // sorted[end of the bin above, its own end).
+  for (std::uint32_t i = threadIdx.x; i < sorted_count; i += Threads) {
+    const CandidateKey key = sorted[i];
+    const std::uint32_t bin = bins(key);
+    const std::uint32_t begin = bin + 1 < static_cast<std::uint32_t>(split_bins) ? shared.histogram[histogram_slot(bin + 1)] : 0u;
+    const std::uint32_t end = shared.histogram[histogram_slot(bin)];
+    std::uint32_t rank = begin;
+    for (std::uint32_t j = begin; j < end; ++j) rank += sorted[j] > key ? 1u : 0u;
+    if (rank < k) {
+      values[group * values_stride + rank] = key_score(key);
+      indices[group * indices_stride + rank] = key_index(key);
+    }
+  }
+  if (threadIdx.x == 0) counts[group] = k;
+  return true;
+}
+
 __device__ inline void add_winner(FinalShared& shared, CandidateKey key, std::uint32_t k) {
   const std::uint32_t slot = atomicAdd(&shared.winners_found, 1u);
   if (slot < k) shared.winners[slot] = key;
@@ -1384,6 +1482,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
   // A bound above 1 promises at least k selectable candidates (bound_kernel), so fewer survivors
   // mean the sample held more of the group's best than its share and the bound overreached.
   const bool overreached = from_survivors && found < k && bound > 1;
+  bool written = false;  // the results are out (the binned ranking of staged survivors)
   if (source == SelectSource::input || found > capacity || overreached) {
     // No bound (baseline), survivors that overflowed their buffer, or too few of them: select over
     // the input itself.
@@ -1414,27 +1513,29 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
         }
       }
       __syncthreads();
-      const SharedKeyArray staged{boundary, found};
-      const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bound, highest);
-      staged([&](CandidateKey key) {
-        if (key >= threshold) add_winner(shared, key, k);
-      });
+      // The histogram is still as the kernel's start cleared it.
+      written = write_binned_top_k<select_threads>(boundary, found, boundary_capacity, k, bound, highest, shared.select, group, values,
+                                                   values_stride, indices, indices_stride, counts);
+      if (!written) {
+        const SharedKeyArray staged{boundary, found};
+        const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bound, highest);
+        staged([&](CandidateKey key) {
+          if (key >= threshold) add_winner(shared, key, k);
+        });
+      }
     } else {
       const CandidateKey low = bound;
       const CandidateKey high = highest;
-      const CandidateKey span = high - low;
-      const int significant = span == 0 ? 0 : 64 - __clzll(static_cast<long long>(span));
-      const int shift = significant > split_bits ? significant - split_bits : 0;
-      keys([&](CandidateKey key) {
-        atomicAdd(&shared.select.histogram[histogram_slot(static_cast<std::uint32_t>((key - low) >> shift))], 1u);
-      });
+      const SplitBins bins(low, high);
+      const int shift = bins.shift;
+      keys([&](CandidateKey key) { atomicAdd(&shared.select.histogram[histogram_slot(bins(key))], 1u); });
       __syncthreads();
       find_rank_bin<split_bins>(shared.select.histogram, k, shared.select.warp_totals, shared.select.choice);
       __syncthreads();
       const BinChoice split = shared.select.choice;
       __syncthreads();
       keys([&](CandidateKey key) {
-        const auto bin = static_cast<std::uint32_t>((key - low) >> shift);
+        const std::uint32_t bin = bins(key);
         if (bin > split.bin) {
           add_winner(shared, key, k);
         } else if (bin == split.bin) {
@@ -1465,7 +1566,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
       }
     }
   }
-  write_ranked(shared, k, group, values, values_stride, indices, indices_stride, counts);
+  if (!written) write_ranked(shared, k, group, values, values_stride, indices, indices_stride, counts);
   run_epilogue(epilogue, group);
 }
 
@@ -1533,6 +1634,9 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
     shared.final.winners_found = 0;
     shared.survivors = 0;
     shared.highest_score = 0;
+  }
+  if (rank == 0) {  // the select's first histogram (write_binned_top_k) expects it cleared
+    for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += hinted_threads) shared.final.select.histogram[word] = 0;
   }
   device::wait_for_prior_grid();  // returns at once unless launched overlapping (FirstLaunch::overlapping)
   // A row's score bound, offset and entries: for the first chunk requested with the hints, so that
@@ -1632,6 +1736,7 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
   if (rank != 0) return;
 
   const std::uint32_t found = shared.survivors;
+  bool written = false;  // the results are out (the binned ranking of staged survivors)
   // A bound above 1 promises k selectable candidates; fewer survivors mean the hints overreached.
   if ((found < k && bound > 1) || found > hinted_staged_capacity + capacity) {
     select_exact(GroupInputKeys<T>{problem, first_row, end_row}, k, shared.final);
@@ -1641,12 +1746,18 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
       if (found > hinted_staged_capacity) KeyArray{spill, found - hinted_staged_capacity}(visit);
     };
     const CandidateKey highest = (static_cast<CandidateKey>(shared.highest_score) << 32) | 0xffffffffu;
-    const CandidateKey threshold = found <= k ? 0 : select_threshold(survivors, k, shared.final.select, 0, true, bound, highest);
-    survivors([&](CandidateKey key) {
-      if (key >= threshold) add_winner(shared.final, key, k);
-    });
+    // Survivors all in shared memory: ranked by bins (the histogram was cleared at the start).
+    written = found > k && found <= hinted_staged_capacity &&
+              write_binned_top_k<hinted_threads>(staged, found, hinted_staged_capacity, k, bound, highest, shared.final.select, group,
+                                                 values, values_stride, indices, indices_stride, counts);
+    if (!written) {
+      const CandidateKey threshold = found <= k ? 0 : select_threshold(survivors, k, shared.final.select, 0, true, bound, highest);
+      survivors([&](CandidateKey key) {
+        if (key >= threshold) add_winner(shared.final, key, k);
+      });
+    }
   }
-  write_ranked(shared.final, k, group, values, values_stride, indices, indices_stride, counts);
+  if (!written) write_ranked(shared.final, k, group, values, values_stride, indices, indices_stride, counts);
   run_epilogue(epilogue, group);
 #endif
 }
