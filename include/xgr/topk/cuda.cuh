@@ -666,9 +666,9 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint32_t group = blockIdx.x / blocks_per_group;
   const std::uint32_t block = blockIdx.x % blocks_per_group;  // the block's rank in its cluster
   const std::uint32_t sorted = sample_warp_sorted(problem, group, block, blocks_per_group, staged_row_ptr);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const std::uint32_t lane = threadIdx.x % 32;
   const std::uint32_t slot = (block * warps + threadIdx.x / 32) * kept_per_warp + lane;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (blocks_per_group == 1) {
     if (lane < kept_per_warp) kept[slot] = sorted;
     __syncthreads();
