@@ -494,6 +494,82 @@ TEST_CASE("the streamed filter: more tiles than its first ring, staged and unsta
   check(input);
 }
 
+TEST_CASE("the streamed filter under looser bounds: warp buffers flushed, tiles past a warp's buffer, groups past its runs") {
+  // Hints all equal to a group's t-th best score put its bound there, so that about t candidates
+  // survive (a few more where scores tie). Each warp of the streamed filter takes 1,024 elements of
+  // a tile and buffers up to 128 survivors in up to 16 runs of one group: bounds at t from k to the
+  // whole group make warps flush their buffer mid-block when it fills, send a tile's survivors past
+  // it when they outnumber it, and, with groups of one row (a block's tiles span over 20 groups), run
+  // out of runs before keys. Survivors past the survivor buffer (t above its capacity) fall back to
+  // an exact selection over the input. Every result must be exact.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(263);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const auto check = [&](const xgr::test::TopKInput<float>& input, const std::vector<std::size_t>& survivor_counts) {
+    const auto expected = xgr::test::brute_force_topk(input);
+    const std::size_t rows_per_group = input.spec.rows_per_group;
+    const std::size_t groups = input.rows / rows_per_group;
+    const std::size_t per_row = std::min<std::size_t>(8, xgr::max_group_score_hints / rows_per_group);
+    // Each group's selectable candidate scores, best first.
+    std::vector<std::vector<float>> group_scores(groups);
+    for (std::size_t row = 0; row < input.rows; ++row) {
+      for (std::size_t column = 0; column < input.spec.vocab; ++column) {
+        if (input.spec.mask == xgr::MaskKind::bitset && ((input.bitset_words[row * input.words_per_row + column / 32] >> (column % 32)) & 1u) == 0) {
+          continue;
+        }
+        const float score = input.scores[row * input.row_stride() + column] + (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);
+        if (xgr::topk::is_selectable(score)) group_scores[row / rows_per_group].push_back(score);
+      }
+    }
+    for (auto& scores : group_scores) std::sort(scores.begin(), scores.end(), std::greater<>());
+    workspace.reserve(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, input.limits()));
+    DeviceTopKInput<float> device(input);
+    for (const std::size_t survivors : survivor_counts) {
+      std::vector<float> hints(input.rows * per_row);
+      for (std::size_t row = 0; row < input.rows; ++row) {
+        const auto& scores = group_scores[row / rows_per_group];
+        REQUIRE(scores.size() >= input.spec.k);
+        for (std::size_t h = 0; h < per_row; ++h) hints[row * per_row + h] = scores[std::min(survivors, scores.size()) - 1];
+      }
+      const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
+      device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, per_row, per_row};
+      DeviceOutput output(groups, input.spec.k);
+      output.poison(stream.get());
+      xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(), workspace);
+      XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+      std::string why;
+      CHECK_MESSAGE(xgr::test::same_results(output.to_host(), expected, &why), input.spec.describe() << ", about " << survivors
+                                                                                                     << " survivors per group: " << why);
+    }
+  };
+  // Two groups of 256 rows x 16,384: survivors within the survivor buffer and past it.
+  for (const xgr::MaskKind mask : {xgr::MaskKind::none, xgr::MaskKind::bitset}) {
+    xgr::test::TopKCase spec;
+    spec.groups = 2;
+    spec.rows_per_group = 256;
+    spec.vocab = 16384;
+    spec.k = 1024;
+    spec.mask = mask;
+    spec.density = 0.5;
+    spec.row_offsets = true;
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    const std::size_t capacity = detail::survivor_capacity(input.limits());
+    const std::size_t group_size = spec.rows_per_group * spec.vocab;
+    REQUIRE(capacity < group_size / 4);
+    check(input, {spec.k, 15 * std::size_t{1024}, capacity / 2, capacity, capacity + 1, group_size / 4, group_size});
+  }
+  // 6,000 groups of one row x 8,192 (a tile): about 4, 12, 256 and 1,024 survivors per warp and tile.
+  xgr::test::TopKCase spec;
+  spec.groups = 6000;
+  spec.rows_per_group = 1;
+  spec.vocab = 8192;
+  spec.k = 32;
+  spec.row_offsets = true;
+  const auto input = xgr::test::make_topk_input<float>(spec, rng);
+  check(input, {spec.k, 100, 2048, spec.vocab});
+}
+
 TEST_CASE("the CUDA path rejects bad arguments before launching anything") {
   auto rng = xgr::test::make_rng(241);
   xgr::test::TopKCase spec;

@@ -869,9 +869,8 @@ struct TileBound {
   std::uint32_t flat_base;  // the row's first flat index in its group
 };
 
-template <class T>
-__device__ TileBound tile_bound(const DeviceProblem<T>& problem, const FilterTile& where, CandidateKey group_bound) {
-  TileBound tile{group_bound, 0.0f, problem.offset(where.row), (where.row - problem.group_begin(where.group)) * problem.vocab};
+__device__ inline TileBound tile_bound(CandidateKey group_bound, float offset, std::uint32_t flat_base) {
+  TileBound tile{group_bound, 0.0f, offset, flat_base};
   // A key >= bound needs a score >= the bound's score (keys order by score first); bound 1 admits
   // every selectable candidate. High word ordered(-0.0) belongs to no key (scores fold -0.0 into
   // +0.0): such a bound is lifted to the first +0.0 key, an equivalent bound whose score compares
@@ -879,6 +878,11 @@ __device__ TileBound tile_bound(const DeviceProblem<T>& problem, const FilterTil
   if ((tile.bound >> 32) == 0x7fffffffu) tile.bound = CandidateKey{0x80000000u} << 32;
   tile.bound_score = tile.bound <= 1 ? -__builtin_huge_valf() : key_score(tile.bound);
   return tile;
+}
+
+template <class T>
+__device__ TileBound tile_bound(const DeviceProblem<T>& problem, const FilterTile& where, CandidateKey group_bound) {
+  return tile_bound(group_bound, problem.offset(where.row), (where.row - problem.group_begin(where.group)) * problem.vocab);
 }
 
 // The column of bit `bit` of a thread's filter values (bit v x Vector + i: vector v, element i).
@@ -986,69 +990,86 @@ __global__ void __launch_bounds__(filter_threads, MinBlocks) filter_dense_kernel
 // them in flight, one thread issuing one 32 KB bulk copy per tile, so the copy engine, not a wave of
 // short-lived blocks, keeps the memory busy. The first ring of tiles is requested before the bound
 // is known, since it does not depend on it: 192 KB per SM, about 25 MB on an H100 (over a third of
-// 8 x 256 x 8,192 fp32 scores), is read while the sample and the bound kernels run. Nothing in a
-// tile's path waits on global memory: marked elements are re-read from the stage, a bitset mask's
-// words arrive with the tile, the group's bound is loaded once per group, and survivors collect in
-// a block buffer in shared memory that is appended to the groups' buffers (one atomic per group
-// present) only when it fills or the block ends. Rows must be 16-byte aligned and a multiple of 16
-// bytes long; before compute capability 9.0 (no bulk copies) the blocks load their tiles directly.
+// 8 x 256 x 8,192 fp32 scores), is read while the sample and the bound kernels run.
+//
+// The warps of a block share the tiles but not their pace: each warp filters its part of a staged
+// tile and signals the stage consumed on its own; the stage is refilled once all of them have, and
+// no block barrier is taken per tile. A barrier per tile had every warp wait for the slowest one and
+// kept each stage from being refilled until the whole block was done with it; the filter then ran
+// at about 2.4 TB/s after the bound on an H100, paced by its own per-tile work. Nothing in a tile's
+// path waits on global memory either: the thread that requests a tile writes where it lies next to
+// the stage (no warp divides to locate it), with the row's offset loaded one tile ahead; marked
+// elements are re-read from the stage, a bitset mask's words arrive with the tile, and the group's
+// bound is loaded once per group. Each warp collects its survivors in its own buffer in shared
+// memory, appended to the groups' buffers (one atomic per group present) only when it fills or the
+// block ends. Rows must be 16-byte aligned and a multiple of 16 bytes long; before compute
+// capability 9.0 (no bulk copies) the blocks load their tiles directly.
 inline constexpr int stream_blocks_per_sm = 2;
 inline constexpr std::uint32_t stream_max_stages = 16;
 inline constexpr std::size_t stream_ring_budget = 192 * 1024 / stream_blocks_per_sm;  // shared memory per block for its ring
-inline constexpr std::uint32_t stream_buffered_keys = 1024;  // a block's survivors held before they are appended
-inline constexpr std::uint32_t stream_buffered_runs = 64;    // runs of one group among them
+inline constexpr std::uint32_t warp_buffered_keys = 128;  // a warp's survivors held before they are appended
+inline constexpr std::uint32_t warp_buffered_runs = 16;   // runs of one group among them (at most 32: a lane each)
 
 template <class T>
 inline constexpr std::uint32_t stream_stages =
     static_cast<std::uint32_t>(std::min<std::size_t>(stream_ring_budget / (filter_tile * sizeof(T)), stream_max_stages));
 
-// A block's survivors, in runs of one group each (consecutive tiles of one group share a run),
-// appended to their groups' buffers together.
-struct SurvivorBuffer {
-  CandidateKey keys[stream_buffered_keys];
-  unsigned long long run_best[stream_buffered_runs];  // the largest key of each run
-  std::uint32_t run_end[stream_buffered_runs];        // one past each run's last key
-  std::uint32_t run_group[stream_buffered_runs];
-  std::uint32_t run_base[stream_buffered_runs];       // where a run lands in its group's buffer
-  std::uint32_t count;                                // keys buffered
-  std::uint32_t runs;                                 // runs buffered
-  std::uint32_t tile_count;                           // survivors of the tile being filtered
-  std::uint32_t base;                                 // where an oversized tile lands in its group's buffer
+// Where the survivors of all groups go.
+struct SurvivorOutputs {
+  CandidateKey* group_max;      // per group, the largest survivor key
+  std::uint32_t* group_counts;  // per group, survivors found (may exceed capacity: overflow)
+  CandidateKey* keys;           // per group, `capacity` slots
+  std::size_t capacity;
 };
 
-// Empties the buffer. All threads call it; it synchronises the block before returning.
-__device__ inline void clear_survivors(SurvivorBuffer& buffer) {
-  for (std::uint32_t run = threadIdx.x; run < stream_buffered_runs; run += blockDim.x) buffer.run_best[run] = no_candidate;
-  if (threadIdx.x == 0) {
-    buffer.count = 0;
-    buffer.runs = 0;
-    buffer.tile_count = 0;
-  }
-  __syncthreads();
-}
+// A warp's survivors in shared memory, in runs of one group each (consecutive tiles of one group
+// share a run), appended to their groups' buffers together.
+struct WarpSurvivors {
+  CandidateKey keys[warp_buffered_keys];
+  std::uint32_t run_end[warp_buffered_runs];  // one past each run's last key
+  std::uint32_t run_group[warp_buffered_runs];
+};
 
-// Appends the buffered survivors to their groups' buffers and empties it: one atomic per run, all
-// issued at once. All threads call it, after a barrier that follows the buffer's last change.
-__device__ inline void flush_survivors(SurvivorBuffer& buffer, CandidateKey* survivor_max, std::uint32_t* survivor_counts,
-                                       CandidateKey* survivors, std::size_t capacity) {
-  const std::uint32_t runs = buffer.runs;
-  if (runs == 0) return;  // uniform: read after a barrier
-  for (std::uint32_t run = threadIdx.x; run < runs; run += blockDim.x) {
-    const std::uint32_t begin = run == 0 ? 0 : buffer.run_end[run - 1];
-    buffer.run_base[run] = atomicAdd(&survivor_counts[buffer.run_group[run]], buffer.run_end[run] - begin);
-    atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[buffer.run_group[run]]), buffer.run_best[run]);
+static_assert(warp_buffered_runs <= 32);
+
+// How full a warp's buffer is: held in registers, the same in every lane.
+struct WarpSurvivorCount {
+  std::uint32_t keys = 0;
+  std::uint32_t runs = 0;
+  std::uint32_t last_group = 0;  // the group of the last run, when there is one
+};
+
+// Appends a warp's buffered survivors to their groups' buffers and empties it: one atomic per run,
+// a lane per run, all issued at once. The group maxima are taken here, once per run, rather than
+// on every tile. All lanes of the warp call it.
+__device__ inline void flush_warp_survivors(WarpSurvivors& buffer, WarpSurvivorCount& buffered, const SurvivorOutputs& out) {
+  __syncwarp();  // every lane's keys and lane 0's run ends are written
+  const unsigned lane = threadIdx.x % 32;
+  std::uint32_t base = 0;
+  if (lane < buffered.runs) {
+    const std::uint32_t begin = lane == 0 ? 0 : buffer.run_end[lane - 1];
+    base = atomicAdd(&out.group_counts[buffer.run_group[lane]], buffer.run_end[lane] - begin);
   }
-  __syncthreads();
-  for (std::uint32_t run = 0; run < runs; ++run) {
-    const std::uint32_t begin = run == 0 ? 0 : buffer.run_end[run - 1];
-    CandidateKey* out = survivors + buffer.run_group[run] * capacity;
-    for (std::uint32_t i = begin + threadIdx.x; i < buffer.run_end[run]; i += blockDim.x) {
-      const std::uint32_t slot = buffer.run_base[run] + (i - begin);
-      if (slot < capacity) out[slot] = buffer.keys[i];
+  std::uint32_t begin = 0;
+  for (std::uint32_t run = 0; run < buffered.runs; ++run) {
+    const std::uint32_t end = buffer.run_end[run];
+    const std::uint32_t group = buffer.run_group[run];
+    const std::uint32_t run_base = __shfl_sync(0xffffffffu, base, static_cast<int>(run));
+    CandidateKey* group_keys = out.keys + group * out.capacity;
+    CandidateKey best = no_candidate;
+    for (std::uint32_t i = begin + lane; i < end; i += 32) {
+      const CandidateKey key = buffer.keys[i];
+      best = key > best ? key : best;
+      const std::uint32_t slot = run_base + (i - begin);
+      if (slot < out.capacity) group_keys[slot] = key;
     }
+    best = warp_max(best);
+    if (lane == 0) atomicMax(reinterpret_cast<unsigned long long*>(&out.group_max[group]), best);
+    begin = end;
   }
-  __syncthreads();
-  clear_survivors(buffer);
+  __syncwarp();  // every lane has read the buffer before it is refilled
+  buffered.keys = 0;
+  buffered.runs = 0;
 }
 
 // The elements of a thread's filter values (bits as in tile_column) that the tile's bitset words
@@ -1065,64 +1086,73 @@ __device__ std::uint32_t staged_allowed(const std::uint32_t* words) {
   return allowed;
 }
 
-// Filters one tile held in a stage (with its mask words when `words` is not null), adding its
-// survivors to the block's buffer. All threads call it.
+// A staged tile as its requester describes it to the warps.
+struct StagedTile {
+  FilterTile where;         // where.live false: nothing was copied (a row of no group, or the end)
+  float offset;             // the row's offset
+  std::uint32_t flat_base;  // the row's first flat index in its group
+  bool end;                 // past the block's last tile
+};
+
+// Filters the warp's part of one staged tile (with its mask words when `words` is not null), adding
+// its survivors to the warp's buffer. All lanes of the warp call it; the other warps are not waited for.
 template <int Vector, class T>
-__device__ void filter_staged_tile(const DeviceProblem<T>& problem, const FilterTile& where, const T* stage, const std::uint32_t* words,
-                                   CandidateKey group_bound, SurvivorBuffer& buffer, CandidateKey* survivor_max,
-                                   std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
+__device__ void filter_staged_tile_by_warp(const DeviceProblem<T>& problem, const StagedTile& staged, const T* stage,
+                                           const std::uint32_t* words, CandidateKey group_bound, WarpSurvivors& buffer,
+                                           WarpSurvivorCount& buffered, const SurvivorOutputs& out) {
+  const FilterTile& where = staged.where;
   const auto* vectors = reinterpret_cast<const ::xgr::detail::VectorOf<Vector, T>*>(stage);
   FilterValues<Vector, T> values;
 #pragma unroll
   for (int v = 0; v < filter_elements_per_thread / Vector; ++v) values[v] = vectors[v * filter_threads + threadIdx.x];
   const auto score_at = [&](std::uint32_t column) { return to_float(stage[column - where.first_column]); };
-  const TileBound tile = tile_bound(problem, where, group_bound);
+  const TileBound tile = tile_bound(group_bound, staged.offset, staged.flat_base);
   const std::uint32_t allowed = words != nullptr ? staged_allowed<Vector>(words) : ~0u;
   const std::uint32_t kept = tile_survivors<Vector>(problem, where, values, tile, allowed, words != nullptr, score_at);
+  if (!__any_sync(0xffffffffu, kept != 0)) return;  // most warps of most tiles, once the bound is tight
   const auto count = static_cast<std::uint32_t>(__popc(kept));
   const unsigned lane = threadIdx.x % 32;
-  const std::uint32_t place = warp_reserve(&buffer.tile_count, count);  // within the tile's survivors
-  __syncthreads();
-  const std::uint32_t tile_total = buffer.tile_count;
-  if (tile_total == 0) return;  // uniform
-  bool new_run = buffer.runs == 0 || buffer.run_group[buffer.runs - 1] != where.group;
-  if (buffer.count + tile_total > stream_buffered_keys || (new_run && buffer.runs == stream_buffered_runs)) {
-    flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
+  const std::uint32_t inclusive = warp_inclusive_sum(count);
+  const std::uint32_t total = __shfl_sync(0xffffffffu, inclusive, 31);
+  const std::uint32_t place = inclusive - count;  // within the warp's survivors of this tile
+  bool new_run = buffered.runs == 0 || buffered.last_group != where.group;
+  if (buffered.keys + total > warp_buffered_keys || (new_run && buffered.runs == warp_buffered_runs)) {
+    flush_warp_survivors(buffer, buffered, out);
     new_run = true;
   }
-  const CandidateKey best = warp_max(count != 0 ? best_survivor<Vector>(where, tile, kept, score_at) : no_candidate);
-  const std::uint32_t run = new_run ? buffer.runs : buffer.runs - 1;
-  if (tile_total <= stream_buffered_keys) {
-    if (lane == 0 && best != no_candidate) atomicMax(&buffer.run_best[run], best);
-    std::uint32_t slot = buffer.count + place;
+  if (total <= warp_buffered_keys) {
+    std::uint32_t slot = buffered.keys + place;
     for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
       const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
       buffer.keys[slot++] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
     }
-  } else {
-    // More survivors than the buffer holds (a bound that admits nearly everything): straight to the
-    // group's buffer.
-    if (lane == 0 && best != no_candidate) atomicMax(reinterpret_cast<unsigned long long*>(&survivor_max[where.group]), best);
-    if (threadIdx.x == 0) buffer.base = atomicAdd(&survivor_counts[where.group], tile_total);
-    __syncthreads();
-    std::uint32_t slot = buffer.base + place;
-    CandidateKey* out = survivors + where.group * capacity;
-    for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
-      const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
-      if (slot < capacity) out[slot] = make_key(score_at(column) + tile.offset, tile.flat_base + column);
-      ++slot;
+    if (new_run) {
+      ++buffered.runs;
+      buffered.last_group = where.group;
     }
-  }
-  __syncthreads();  // every thread has read the buffer's count, runs, base and tile_count
-  if (threadIdx.x == 0) {
-    if (tile_total <= stream_buffered_keys) {
-      buffer.count += tile_total;
-      buffer.run_group[run] = where.group;
-      buffer.run_end[run] = buffer.count;
-      buffer.runs = run + 1;
+    buffered.keys += total;
+    if (lane == 0) {
+      buffer.run_end[buffered.runs - 1] = buffered.keys;
+      buffer.run_group[buffered.runs - 1] = where.group;
     }
-    buffer.tile_count = 0;
+    return;
   }
+  // More survivors than the buffer holds (a bound that admits nearly everything): straight to the
+  // group's buffer.
+  std::uint32_t base = 0;
+  if (lane == 31) base = atomicAdd(&out.group_counts[where.group], total);
+  std::uint32_t slot = __shfl_sync(0xffffffffu, base, 31) + place;
+  CandidateKey* group_keys = out.keys + where.group * out.capacity;
+  CandidateKey best = no_candidate;
+  for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
+    const std::uint32_t column = tile_column<Vector>(where, __ffs(static_cast<int>(rest)) - 1);
+    const CandidateKey key = make_key(score_at(column) + tile.offset, tile.flat_base + column);
+    best = key > best ? key : best;
+    if (slot < out.capacity) group_keys[slot] = key;
+    ++slot;
+  }
+  best = warp_max(best);
+  if (lane == 0) atomicMax(reinterpret_cast<unsigned long long*>(&out.group_max[where.group]), best);
 }
 
 template <class T>
@@ -1133,47 +1163,45 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
   // (the last filter blocks end several us after the first), and wait there for the whole grid.
   ::xgr::detail::allow_dependent_launch();
   constexpr int vector = 16 / sizeof(T);
-  __shared__ SurvivorBuffer buffer;
-  // The bound of the group last asked for: a block's tiles span one or a few groups, and a load of
-  // the bound on every tile was the kernel's most frequent stall.
-  std::uint32_t bound_group = problem.groups;
-  CandidateKey group_bound = 0;
-  const auto bound_of = [&](std::uint32_t group) {
-    if (group != bound_group) {
-      bound_group = group;
-      group_bound = bounds[group];
-    }
-    return group_bound;
-  };
-  clear_survivors(buffer);
+  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
+  const auto first_tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr std::uint32_t stages = stream_stages<T>;
   constexpr std::uint32_t stage_bytes = filter_tile * sizeof(T);
-  constexpr std::uint32_t no_tile = ~0u;       // past the block's last tile
-  constexpr std::uint32_t dead_tile = ~0u - 1;  // a tile of a row in no group: nothing to read
+  constexpr std::uint32_t warps = filter_threads / 32;
   extern __shared__ __align__(128) unsigned char ring[];  // stages x stage_bytes
   __shared__ __align__(16) std::uint32_t ring_words[stages][filter_tile / 32];  // bitset masks: each stage's mask words
-  __shared__ std::uint64_t filled[stages];
-  __shared__ std::uint32_t stage_tile[stages];  // the tile a stage holds (or no_tile, dead_tile)
-  // Each block filters a contiguous range of tiles; thread 0 requests them in order.
-  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
-  std::uint32_t next_tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x);
+  __shared__ std::uint64_t filled[stages];    // a phase per tile: its copy has landed (or there was none)
+  __shared__ std::uint64_t consumed[stages];  // a phase per tile: every warp is done with it
+  __shared__ StagedTile staged[stages];
+  __shared__ WarpSurvivors warp_survivors[warps];
+  const SurvivorOutputs out{survivor_max, survivor_counts, survivors, capacity};
+  WarpSurvivors& buffer = warp_survivors[threadIdx.x / 32];
+  WarpSurvivorCount buffered;
+  // The bound of the group last seen: a block's tiles span one or a few groups.
+  std::uint32_t bound_group = problem.groups;
+  CandidateKey group_bound = 0;
+  // Thread 0 requests the block's tiles in order. The offset of the next tile's row is loaded one
+  // request ahead, so that no request waits on it.
+  std::uint32_t next_tile = first_tile;
+  float next_offset = next_tile < end_tile ? problem.offset(next_tile / tiles_per_row) : 0.0f;
   // Thread 0 requests the block's next tile into `stage`. The barrier's phase completes when the
   // copy has landed, or at once when there is nothing to copy.
   const auto request = [&](std::uint32_t stage) {
-    std::uint32_t tile = next_tile < end_tile ? next_tile++ : tiles;
-    FilterTile where{};
-    if (tile >= tiles) {
-      tile = no_tile;
-    } else {
-      where = locate_filter_tile(problem, tiles_per_row, tile);
-      if (!where.live) tile = dead_tile;
+    StagedTile record{};
+    record.end = next_tile >= end_tile;
+    if (!record.end) {
+      record.where = locate_filter_tile(problem, tiles_per_row, next_tile);
+      record.offset = next_offset;
+      if (record.where.live) record.flat_base = (record.where.row - problem.group_begin(record.where.group)) * problem.vocab;
+      if (++next_tile < end_tile) next_offset = problem.offset(next_tile / tiles_per_row);
     }
-    stage_tile[stage] = tile;  // published by the barrier's arrival (release), read after its wait (acquire)
-    if (tile == no_tile || tile == dead_tile) {
+    staged[stage] = record;  // published by the barrier's arrival (release), read after its wait (acquire)
+    if (!record.where.live) {
       ::xgr::detail::mbarrier_arrive(&filled[stage]);
       return;
     }
+    const FilterTile& where = record.where;
     const std::uint32_t columns = problem.vocab - where.first_column < filter_tile ? problem.vocab - where.first_column : filter_tile;
     const std::uint32_t word_bytes = stage_mask ? columns / 8 : 0;  // columns is a multiple of 128 when masks are staged
     ::xgr::detail::mbarrier_arrive_expect_bytes(&filled[stage], columns * static_cast<std::uint32_t>(sizeof(T)) + word_bytes);
@@ -1185,7 +1213,10 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     }
   };
   if (threadIdx.x == 0) {
-    for (std::uint32_t stage = 0; stage < stages; ++stage) ::xgr::detail::mbarrier_init(&filled[stage], 1);
+    for (std::uint32_t stage = 0; stage < stages; ++stage) {
+      ::xgr::detail::mbarrier_init(&filled[stage], 1);
+      ::xgr::detail::mbarrier_init(&consumed[stage], warps);
+    }
     ::xgr::detail::fence_barrier_init();
   }
   __syncthreads();
@@ -1193,27 +1224,36 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     for (std::uint32_t stage = 0; stage < stages; ++stage) request(stage);
   }
   ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel
-  // Tiles are consumed in the order they were requested, so the first empty stage ends the block.
+  // Tiles are consumed in the order they were requested, so the first stage marked `end` ends the
+  // block. Thread 0 refills the stage of tile i - 1 before it waits for tile i: at most one tile
+  // after the slowest warp, and never ahead of a warp that is still reading it.
   for (std::uint32_t i = 0;; ++i) {
     const std::uint32_t stage = i % stages;
-    ::xgr::detail::mbarrier_wait(&filled[stage], (i / stages) & 1u);
-    const std::uint32_t tile = stage_tile[stage];
-    if (tile == no_tile) break;
-    if (tile != dead_tile) {
-      const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
-      filter_staged_tile<vector>(problem, where, reinterpret_cast<const T*>(ring + stage * stage_bytes),
-                                 stage_mask ? ring_words[stage] : nullptr, bound_of(where.group), buffer, survivor_max, survivor_counts,
-                                 survivors, capacity);
+    if (threadIdx.x == 0 && i != 0) {
+      const std::uint32_t previous = (i - 1) % stages;
+      ::xgr::detail::mbarrier_wait(&consumed[previous], ((i - 1) / stages) & 1u);
+      request(previous);
     }
-    __syncthreads();  // every thread has read the stage before it is refilled
-    if (threadIdx.x == 0) request(stage);
+    ::xgr::detail::mbarrier_wait(&filled[stage], (i / stages) & 1u);
+    const StagedTile record = staged[stage];
+    if (record.end) break;
+    if (record.where.live) {
+      if (record.where.group != bound_group) {
+        bound_group = record.where.group;
+        group_bound = bounds[bound_group];
+      }
+      filter_staged_tile_by_warp<vector>(problem, record, reinterpret_cast<const T*>(ring + stage * stage_bytes),
+                                         stage_mask ? ring_words[stage] : nullptr, group_bound, buffer, buffered, out);
+    }
+    __syncwarp();  // every lane has read the stage
+    if (threadIdx.x % 32 == 0) ::xgr::detail::mbarrier_arrive(&consumed[stage]);
   }
+  flush_warp_survivors(buffer, buffered, out);
 #else
   (void)stage_mask;
   __shared__ BlockReserve reserve;
   ::xgr::detail::wait_for_prior_grid();
-  const auto end_tile = static_cast<std::uint32_t>((std::uint64_t{blockIdx.x} + 1) * tiles / gridDim.x);
-  for (std::uint32_t tile = static_cast<std::uint32_t>(std::uint64_t{blockIdx.x} * tiles / gridDim.x); tile < end_tile; ++tile) {
+  for (std::uint32_t tile = first_tile; tile < end_tile; ++tile) {
     const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
     if (!where.live) continue;
     FilterValues<vector, T> values;
@@ -1221,8 +1261,6 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     filter_loaded_tile<vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
   }
 #endif
-  __syncthreads();
-  flush_survivors(buffer, survivor_max, survivor_counts, survivors, capacity);
 }
 
 // Sparse masks: one block per row, gathering the allowed columns.
