@@ -1063,8 +1063,7 @@ __device__ inline void flush_warp_survivors(WarpSurvivors& buffer, WarpSurvivorC
       const std::uint32_t slot = run_base + (i - begin);
       if (slot < out.capacity) group_keys[slot] = key;
     }
-    best = warp_max(best);
-    if (lane == 0) atomicMax(reinterpret_cast<unsigned long long*>(&out.group_max[group]), best);
+    warp_max_into(&out.group_max[group], best);
     begin = end;
   }
   __syncwarp();  // every lane has read the buffer before it is refilled
@@ -1139,9 +1138,7 @@ __device__ void filter_staged_tile_by_warp(const DeviceProblem<T>& problem, cons
   }
   // More survivors than the buffer holds (a bound that admits nearly everything): straight to the
   // group's buffer.
-  std::uint32_t base = 0;
-  if (lane == 31) base = atomicAdd(&out.group_counts[where.group], total);
-  std::uint32_t slot = __shfl_sync(0xffffffffu, base, 31) + place;
+  std::uint32_t slot = warp_reserve(&out.group_counts[where.group], count);
   CandidateKey* group_keys = out.keys + where.group * out.capacity;
   CandidateKey best = no_candidate;
   for (std::uint32_t rest = kept; rest != 0; rest &= rest - 1) {
@@ -1151,8 +1148,7 @@ __device__ void filter_staged_tile_by_warp(const DeviceProblem<T>& problem, cons
     if (slot < out.capacity) group_keys[slot] = key;
     ++slot;
   }
-  best = warp_max(best);
-  if (lane == 0) atomicMax(reinterpret_cast<unsigned long long*>(&out.group_max[where.group]), best);
+  warp_max_into(&out.group_max[where.group], best);
 }
 
 template <class T>
