@@ -6,7 +6,10 @@
 // matrix per level, never zeros). Every iteration runs, untimed, begin() and the steps before the
 // level under test, then reads a buffer of twice the L2 size (so the step finds neither its logits
 // nor the searcher's state in L2, as after a model's forward pass), and times only the step under
-// test with events; rows report the median.
+// test with events; rows report the median. The time is the device's: the step's launches are
+// enqueued behind a kernel that holds the stream, so they run back to back as when the step is
+// replayed from a CUDA graph (the engine's way); `host_paced_us` also counts the device waiting
+// for the host to enqueue them.
 //
 //   beam/step/<dtype>/level:1/policy:<p>/...  the step at level 1: B live beams per request, each
 //                                             reading its full logits row (the expensive step)
@@ -20,7 +23,7 @@
 // Baselines run at level 1 only; bf16 rows (default policy, level 1) only for 8 and 32 requests of
 // 256 beams, C = 8192, 10^6 items.
 //
-// Counters: median_us; floor_us = the logits rows of the live beams read once (live rows x vocab x
+// Counters: median_us (device time); host_paced_us; floor_us = the logits rows of the live beams read once (live rows x vocab x
 // sizeof(T)) at the copy bandwidth measured at start-up; x_floor = median / floor; live_rows.
 //
 // Correctness first: before timing, every row runs a whole search (begin, L steps, finalize) with
@@ -421,7 +424,9 @@ void beam_step(benchmark::State& state, const Shape& shape, std::size_t timed_le
   const xgr::BeamConfig config = config_of(shape);
   const std::vector<std::uint32_t> widths(shape.requests, static_cast<std::uint32_t>(shape.beams));
 
-  xgr::bench::CudaTimer timer;
+  // Device time of the step's launches back to back (CudaTimer::Timing::device), as when the step is
+  // replayed from a CUDA graph, as the engine does; the host-paced time is reported next to it.
+  xgr::bench::CudaTimer timer(xgr::bench::CudaTimer::Timing::device);
   const xgr::exec::cuda exec{timer.stream()};
   xgr::BeamSearcher<xgr::exec::cuda, Normalize, Select, Filter> searcher(exec, *trie.device, config);
 
@@ -437,14 +442,14 @@ void beam_step(benchmark::State& state, const Shape& shape, std::size_t timed_le
 
   const L2Flush& flush = l2_flush();
   const std::span<const std::uint32_t> batch(widths);
-  timer.run(
-      state,
-      [&](cudaStream_t stream) {
-        searcher.begin(exec, batch);
-        for (std::size_t l = 0; l < timed_level; ++l) searcher.step(exec, inputs.level<T>(l));
-        flush(stream);
-      },
-      [&](cudaStream_t) { searcher.step(exec, inputs.level<T>(timed_level)); });
+  const auto setup = [&](cudaStream_t stream) {
+    searcher.begin(exec, batch);
+    for (std::size_t l = 0; l < timed_level; ++l) searcher.step(exec, inputs.level<T>(l));
+    flush(stream);
+  };
+  const auto timed_step = [&](cudaStream_t) { searcher.step(exec, inputs.level<T>(timed_level)); };
+  timer.run(state, setup, timed_step);
+  const double host_paced_s = xgr::bench::time_median_s(timer.stream(), 20, setup, timed_step);
 
   // Live beams entering the step: level 1 has one per level-0 code (the root's children) up to B;
   // level 2 has one per selected depth-2 node, min(B, depth-2 nodes) (every depth-1 node has a child).
@@ -452,6 +457,7 @@ void beam_step(benchmark::State& state, const Shape& shape, std::size_t timed_le
   const std::size_t live_rows = shape.requests * per_request;
   xgr::bench::report_floor(state, timer, static_cast<double>(live_rows * shape.codebook * sizeof(T)));
   state.counters["live_rows"] = static_cast<double>(live_rows);
+  state.counters["host_paced_us"] = host_paced_s * 1e6;
 }
 
 template <class T, class Normalize, class Select, class Filter>

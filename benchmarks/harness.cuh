@@ -145,15 +145,18 @@ class CudaTimer {
   std::vector<double> times_s_;
 };
 
-// Median time of `repeats` event-timed runs of `body(stream)` after one warm-up: for baselines
-// measured inside another benchmark's row.
-template <class Body>
-double time_median_s(cudaStream_t stream, int repeats, Body&& body) {
+// Median time of `repeats` event-timed runs of `body(stream)` after one warm-up, each after an
+// untimed `setup(stream)` on the same stream (as CudaTimer::run): for baselines and host-paced
+// times measured inside another benchmark's row.
+template <class Setup, class Body>
+double time_median_s(cudaStream_t stream, int repeats, Setup&& setup, Body&& body) {
   Event start;
   Event stop;
+  setup(stream);
   body(stream);
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
+    setup(stream);
     start.record(stream);
     body(stream);
     stop.record(stream);
@@ -162,6 +165,11 @@ double time_median_s(cudaStream_t stream, int repeats, Body&& body) {
   }
   std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2), times.end());
   return times[times.size() / 2];
+}
+
+template <class Body>
+double time_median_s(cudaStream_t stream, int repeats, Body&& body) {
+  return time_median_s(stream, repeats, [](cudaStream_t) {}, std::forward<Body>(body));
 }
 
 // Adds the row's median time, its floor (the bytes the operation must move, at the copy bandwidth
