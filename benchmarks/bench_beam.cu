@@ -23,8 +23,9 @@
 // Baselines run at level 1 only; bf16 rows (default policy, level 1) only for 8 and 32 requests of
 // 256 beams, C = 8192, 10^6 items.
 //
-// Counters: median_us (device time); host_paced_us; floor_us = the logits rows of the live beams read once (live rows x vocab x
-// sizeof(T)) at the copy bandwidth measured at start-up; x_floor = median / floor; live_rows.
+// Counters: median_us (device time); host_paced_us; floor_us = the logits rows of the live beams
+// read once (live rows x vocab x sizeof(T)) at the copy bandwidth measured at start-up;
+// x_floor = median / floor; live_rows.
 //
 // Correctness first: before timing, every row runs a whole search (begin, L steps, finalize) with
 // its own policy and compares codes, scores (bit for bit), item ids, item counts and per-request
@@ -424,9 +425,7 @@ void beam_step(benchmark::State& state, const Shape& shape, std::size_t timed_le
   const xgr::BeamConfig config = config_of(shape);
   const std::vector<std::uint32_t> widths(shape.requests, static_cast<std::uint32_t>(shape.beams));
 
-  // Device time of the step's launches back to back (CudaTimer::Timing::device), as when the step is
-  // replayed from a CUDA graph, as the engine does; the host-paced time is reported next to it.
-  xgr::bench::CudaTimer timer(xgr::bench::CudaTimer::Timing::device);
+  xgr::bench::CudaTimer timer(xgr::bench::CudaTimer::Timing::device);  // see the file's comment
   const xgr::exec::cuda exec{timer.stream()};
   xgr::BeamSearcher<xgr::exec::cuda, Normalize, Select, Filter> searcher(exec, *trie.device, config);
 
