@@ -448,7 +448,13 @@ void beam_step(benchmark::State& state, const Shape& shape, std::size_t timed_le
   };
   const auto timed_step = [&](cudaStream_t) { searcher.step(exec, inputs.level<T>(timed_level)); };
   timer.run(state, setup, timed_step);
-  const double host_paced_s = xgr::bench::time_median_s(timer.stream(), 20, setup, timed_step);
+  // Host-paced: the step is enqueued onto an idle stream, so the device waits for each launch.
+  // Without the wait, the flush would still be running while the host enqueues, and hide it.
+  const auto setup_then_idle = [&](cudaStream_t stream) {
+    setup(stream);
+    XGR_CUDA_CHECK(cudaStreamSynchronize(stream));
+  };
+  const double host_paced_s = xgr::bench::time_median_s(timer.stream(), 20, setup_then_idle, timed_step);
 
   // Live beams entering the step: level 1 has one per level-0 code (the root's children) up to B;
   // level 2 has one per selected depth-2 node, min(B, depth-2 nodes) (every depth-1 node has a child).

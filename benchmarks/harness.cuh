@@ -147,7 +147,8 @@ class CudaTimer {
 
 // Median time of `repeats` event-timed runs of `body(stream)` after one warm-up, each after an
 // untimed `setup(stream)` on the same stream (as CudaTimer::run): for baselines and host-paced
-// times measured inside another benchmark's row.
+// times measured inside another benchmark's row. The device may still be running setup's work while
+// `body` is enqueued, which hides the enqueueing: a host-paced time synchronizes in `setup`.
 template <class Setup, class Body>
 double time_median_s(cudaStream_t stream, int repeats, Setup&& setup, Body&& body) {
   Event start;
