@@ -299,6 +299,29 @@ TEST_CASE("CUDA BeamSearcher on a GR-sized batch: 4 requests x 256 beams x 8192 
   compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, capped);
 }
 
+// Rows of 2,049 to 8,192 normalised columns, which the normalisation keeps in registers 32 values a
+// thread: a few rows or a thousand, dead and live beams side by side, normalised slices that start
+// past column 0 (vectorized for fp32, not for 16-bit types at 3,072), infinities, NaN and ties,
+// every element type.
+TEST_CASE("CUDA BeamSearcher on rows of 2,049 to 8,192 normalised columns equals the host reference") {
+  std::mt19937_64 rng = xgr::test::make_rng(308);
+  using L = Shape::Logits;
+  const std::vector<Shape> shapes{
+      {{4096}, 100, false, 0, {5, 9}, 0, L::smooth},                              // 14 rows
+      {{3000, 4000}, 20000, true, 1192, {200, 300, 64}, 0, L::with_inf_and_nan},  // vocab 8,192
+      {{4096, 4096}, 50000, false, 0, {512, 512}, 0, L::ties},                    // 1,024 rows
+      {{3072, 5120}, 30000, true, 0, {640, 100}, 0, L::smooth},                   // level slices from column 3,072
+  };
+  for (const Shape& shape : shapes) {
+    CAPTURE(shape.items);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
+    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
 TEST_CASE("CUDA BeamSearcher reuses its buffers across batches of different shapes") {
   std::mt19937_64 rng = xgr::test::make_rng(307);
   const xgr::ItemTrie trie = random_trie(rng, {32, 32, 32}, 3000);
