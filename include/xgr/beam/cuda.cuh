@@ -64,13 +64,16 @@ __device__ __forceinline__ float load_logit(const T* row, std::uint32_t column) 
   return to_float(row[column]);
 }
 
+// Block reductions with one barrier each: `shared` (a slot per warp) must serve no other reduction
+// of the block, since nothing waits for its readers before it could be written again. A block
+// normalises one row, so each of its reductions has slots of its own, and no warp waits at a
+// second barrier for the slowest to have read.
 __device__ __forceinline__ float block_max(float value, float* shared) {
   for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2) value = max_ignoring_nan(value, __shfl_xor_sync(0xffffffffu, value, lane_mask));
   if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = value;
   __syncthreads();
   float result = shared[0];
   for (int warp = 1; warp < normalize_threads / 32; ++warp) result = max_ignoring_nan(result, shared[warp]);
-  __syncthreads();
   return result;
 }
 
@@ -80,7 +83,6 @@ __device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uin
   __syncthreads();
   std::uint64_t result = 0;
   for (int warp = 0; warp < normalize_threads / 32; ++warp) result += shared[warp];  // integer: order-free
-  __syncthreads();
   return result;
 }
 
@@ -124,8 +126,9 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
                                                                      std::uint32_t token_offset, float* offsets, float* bounds,
                                                                      const std::uint32_t* row_ptr, std::uint32_t* columns,
                                                                      float* score_hints, std::uint32_t hints_per_row) {
-  __shared__ float max_shared[normalize_threads / 32];
+  __shared__ float max_shared[normalize_threads / 32];   // the row's maximum
   __shared__ std::uint64_t sum_shared[normalize_threads / 32];
+  __shared__ float best_shared[normalize_threads / 32];  // the best allowed logit, read again by the hints
   const std::uint32_t row = blockIdx.x;
   const std::uint32_t node = nodes[row];
   constexpr float negative_infinity = -__builtin_huge_valf();
@@ -208,13 +211,13 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token));
     if (child < column_capacity) row_columns[child] = token;
   }
-  best_allowed = block_max(best_allowed, max_shared);  // leaves each warp's best in max_shared
+  best_allowed = block_max(best_allowed, best_shared);  // leaves each warp's best in best_shared
   if (threadIdx.x == 0) {
     const float bound = best_allowed + offset;  // monotone in the logit: bounds every candidate's score
     offsets[row] = offset;
     bounds[row] = bound > negative_infinity ? bound : negative_infinity;  // NaN (inf - inf) -> nothing selectable
   }
-  write_score_hints(score_hints, hints_per_row, row, max_shared, offset);
+  write_score_hints(score_hints, hints_per_row, row, best_shared, offset);
 }
 
 template <class T>
