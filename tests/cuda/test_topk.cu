@@ -442,6 +442,31 @@ TEST_CASE("a sample holding more than its share of the best falls back to an exa
   c.check_exact();
 }
 
+TEST_CASE("a mask allowing only sampled positions: a bound above 1 that fewer than k reach, selected over the input") {
+  // The mask allows one position in each of k - 1 sampled runs and nothing else. The sample finds
+  // more than bound_rank runs holding a candidate, so the bound is one of them, yet the group has
+  // only k - 1 candidates: fewer than k survive, and the select must take them all from the input.
+  namespace detail = xgr::topk::cuda_detail;
+  SampledRunsCase c(239, 64, true);
+  const std::size_t allowed = c.spec.k - 1;
+  REQUIRE(detail::bound_rank(c.spec.k, c.runs, c.positions) < allowed);
+  REQUIRE(c.runs >= allowed);
+  auto& input = c.input;
+  input.spec.mask = xgr::MaskKind::bitset;
+  input.words_per_row = (input.spec.vocab + 31) / 32;
+  input.bitset_words.assign(input.rows * input.words_per_row, 0u);
+  for (std::size_t group = 0; group < c.spec.groups; ++group) {
+    for (std::size_t i = 0; i < allowed; ++i) {
+      const std::size_t position = detail::sample_run_start(i * c.runs / allowed, c.positions, c.runs) + 3;
+      const std::size_t row = group * c.spec.rows_per_group + position / c.spec.vocab;
+      const std::size_t column = position % c.spec.vocab;
+      input.bitset_words[row * input.words_per_row + column / 32] |= 1u << (column % 32);
+    }
+  }
+  c.spec = input.spec;
+  c.check_exact();
+}
+
 TEST_CASE("the streamed filter: more tiles than its first ring, staged and unstaged masks, rows of no group") {
   // Calls of more tiles than the streamed filter's blocks hold in their first rings, so that stages
   // are refilled and blocks span groups. A bitset is bulk-copied with its tile when the vocabulary

@@ -594,19 +594,21 @@ __device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThr
 
 // The bound of a group from the `count` runs its sample kept (`kept`, in device or shared memory): a
 // value at least `rank` of them reach (block_select_value, stopping within rank / 8), written as the
-// smallest key of that score, or 1 (every candidate) when fewer than k runs hold a selectable
-// candidate. The group's survivor count and maximum are reset for the filter. Block-wide: Threads
-// threads, count <= Threads x PerThread.
+// smallest key of that score, or 1 (every candidate) when fewer than `rank` runs hold a selectable
+// candidate. Not fewer than k: under a sparse mask few runs hold one (a sixth of them at 1 %), and
+// groups whose count fell short of k by chance let every selectable candidate through (some 10,000
+// of 128 x 8,192 at 1 %), which cost the select a pass over device memory. The group's survivor
+// count and maximum are reset for the filter. Block-wide: Threads threads, count <= Threads x PerThread.
 template <int Threads, int PerThread>
-__device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count, std::uint32_t rank, std::uint32_t k, std::uint32_t group,
-                                  CandidateKey* bounds, CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+__device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count, std::uint32_t rank, std::uint32_t group, CandidateKey* bounds,
+                                   CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   std::uint32_t values[PerThread];
 #pragma unroll
   for (int j = 0; j < PerThread; ++j) {
     const std::uint32_t i = j * Threads + threadIdx.x;
     values[j] = i < count ? kept[i] : 0u;
   }
-  const std::uint32_t score = block_select_value<Threads>(values, rank, rank / 8, k);
+  const std::uint32_t score = block_select_value<Threads>(values, rank, rank / 8, rank);
   if (threadIdx.x == 0) {
     bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
     survivor_max[group] = 0;
@@ -618,9 +620,10 @@ __device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count
 // bound_rank(...) of them (k when the whole group was sampled; see bound_rank). The runs are
 // disjoint, so that many distinct candidates reach s, and (ordered(s) << 32) is the smallest key of
 // score s. The selection stops once at most rank/8 more values than needed reach s, so s sits at or
-// just below the rank-th best sampled run. With fewer than k kept runs holding a selectable
-// candidate the bound admits everything (1); a bound above 1 therefore means the group has at least
-// k selectable candidates.
+// just below the rank-th best sampled run. With fewer than `rank` kept runs holding a selectable
+// candidate the bound admits everything (1). A bound above 1 that fewer than k candidates reach
+// (the sample held more than its share of the best, or the group has fewer than k selectable
+// candidates, r of which the sample caught: as unlikely) sends the select to the group's input.
 template <int Threads, class T>
 __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
                                                         const std::uint32_t* sampled, std::uint32_t sampled_per_group,
@@ -635,7 +638,7 @@ __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem
   const std::uint32_t rank = bound_rank(k, runs, positions);
   ::xgr::detail::wait_for_prior_grid();
   write_group_bound<Threads, bound_values_per_thread>(sampled + static_cast<std::size_t>(group) * sampled_per_group, sampled_per_group,
-                                                      rank, k, group, bounds, survivor_max, survivor_counts);
+                                                      rank, group, bounds, survivor_max, survivor_counts);
 }
 
 // Sample and bound in one launch, for dense and bitset groups sampled by at most
@@ -683,7 +686,7 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint64_t positions = group_positions(problem, problem.group_begin(group), problem.group_end(group));
   const std::uint64_t runs = sampled_runs(positions, std::uint64_t{blocks_per_group} * sample_threads, k);
   const std::uint32_t rank = bound_rank(k, runs, positions);
-  write_group_bound<sample_threads, sample_cluster_values_per_thread>(kept, blocks_per_group * warps * kept_per_warp, rank, k, group, bounds,
+  write_group_bound<sample_threads, sample_cluster_values_per_thread>(kept, blocks_per_group * warps * kept_per_warp, rank, group, bounds,
                                                                      survivor_max, survivor_counts);
 }
 
@@ -1513,8 +1516,9 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
     const std::size_t i = threadIdx.x + std::size_t{blockDim.x} * j;
     first_keys[j] = from_survivors && i < capacity ? survivors[group * capacity + i] : no_candidate;
   }
-  // A bound above 1 promises at least k selectable candidates (bound_kernel), so fewer survivors
-  // mean the sample held more of the group's best than its share and the bound overreached.
+  // Fewer than k survivors under a bound above 1: the sample held more of the group's best than its
+  // share and the bound overreached (or the group has fewer than k selectable candidates, of which
+  // the sample still caught bound_rank: as unlikely; see bound_kernel).
   const bool overreached = from_survivors && found < k && bound > 1;
   bool written = false;  // the results are out (the binned ranking of staged survivors)
   if (source == SelectSource::input || found > capacity || overreached) {
