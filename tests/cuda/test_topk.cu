@@ -463,7 +463,6 @@ TEST_CASE("a mask allowing only sampled positions: a bound above 1 that fewer th
       input.bitset_words[row * input.words_per_row + column / 32] |= 1u << (column % 32);
     }
   }
-  c.spec = input.spec;
   c.check_exact();
 }
 
