@@ -524,14 +524,12 @@ __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T>
 
 // ---- kernel 1b: the bound ------------------------------------------------------------------------
 // A value v of the block's nonzero 32-bit values with at least `rank` of them >= v and at most
-// rank + slack (v is the rank-th largest when slack is 0), or 0 when fewer than `at_least` (>= rank)
-// are nonzero. A radix select, eight bits per pass from the top: each pass histograms the next digit
+// rank + slack (v is the rank-th largest when slack is 0), or 0 when fewer than `rank` are nonzero. A radix select, eight bits per pass from the top: each pass histograms the next digit
 // of the values that share the digits chosen so far, and one warp finds the digit holding the rank.
 // The passes stop once the chosen digit's values all fit within the slack, so close values (sample
 // bests of one group share their top bits) take three or four passes, each two barriers long.
 template <int Threads, int PerThread>
-__device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThread], std::uint32_t rank, std::uint32_t slack,
-                                            std::uint32_t at_least) {
+__device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThread], std::uint32_t rank, std::uint32_t slack) {
   // Bin b sits at b + b / 8: the scanning warp's lanes each read 8 adjacent bins, in distinct banks.
   constexpr int slots = 256 + 256 / 8;
   __shared__ std::uint32_t histograms[2][slots];  // passes alternate, so one barrier per pass clears the next
@@ -583,7 +581,7 @@ __device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThr
       }
     }
     __syncthreads();
-    if (pass == 0 && nonzero < at_least) return 0;
+    if (pass == 0 && nonzero < rank) return 0;
     prefix |= chosen_digit << shift;
     remaining -= chosen_above;
     // Values >= prefix: those above the chosen digit (rank - remaining) and the digit's own.
@@ -608,7 +606,7 @@ __device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count
     const std::uint32_t i = j * Threads + threadIdx.x;
     values[j] = i < count ? kept[i] : 0u;
   }
-  const std::uint32_t score = block_select_value<Threads>(values, rank, rank / 8, rank);
+  const std::uint32_t score = block_select_value<Threads>(values, rank, rank / 8);
   if (threadIdx.x == 0) {
     bounds[group] = score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
     survivor_max[group] = 0;
@@ -718,7 +716,7 @@ __device__ CandidateKey hinted_bound(const ScoreHints& hints, std::uint32_t firs
         i < count ? hints.data[(first_row + i / hints.per_row) * hints.stride + i % hints.per_row] : -__builtin_huge_valf();
     values[j] = is_selectable(hint) ? ordered_bits(hint) : 0u;
   }
-  const std::uint32_t score = block_select_value<Threads>(values, k, 0, k);
+  const std::uint32_t score = block_select_value<Threads>(values, k, 0);
   return score == 0 ? CandidateKey{1} : static_cast<CandidateKey>(score) << 32;
 }
 
