@@ -524,8 +524,9 @@ __global__ void __launch_bounds__(sample_threads) sample_kernel(DeviceProblem<T>
 
 // ---- kernel 1b: the bound ------------------------------------------------------------------------
 // A value v of the block's nonzero 32-bit values with at least `rank` of them >= v and at most
-// rank + slack (v is the rank-th largest when slack is 0), or 0 when fewer than `rank` are nonzero. A radix select, eight bits per pass from the top: each pass histograms the next digit
-// of the values that share the digits chosen so far, and one warp finds the digit holding the rank.
+// rank + slack (v is the rank-th largest when slack is 0), or 0 when fewer than `rank` are nonzero.
+// A radix select, eight bits per pass from the top: each pass histograms the next digit of the
+// values that share the digits chosen so far, and one warp finds the digit holding the rank.
 // The passes stop once the chosen digit's values all fit within the slack, so close values (sample
 // bests of one group share their top bits) take three or four passes, each two barriers long.
 template <int Threads, int PerThread>
@@ -596,10 +597,11 @@ __device__ std::uint32_t block_select_value(const std::uint32_t (&values)[PerThr
 // candidate. Not fewer than k: under a sparse mask few runs hold one (a sixth of them at 1 %), and
 // groups whose count fell short of k by chance let every selectable candidate through (some 10,000
 // of 128 x 8,192 at 1 %), which cost the select a pass over device memory. The group's survivor
-// count and maximum are reset for the filter. Block-wide: Threads threads, count <= Threads x PerThread.
+// count and maximum are reset for the filter. Block-wide: Threads threads, count <= Threads x
+// PerThread.
 template <int Threads, int PerThread>
 __device__ void write_group_bound(const std::uint32_t* kept, std::uint32_t count, std::uint32_t rank, std::uint32_t group, CandidateKey* bounds,
-                                   CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+                                  CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
   std::uint32_t values[PerThread];
 #pragma unroll
   for (int j = 0; j < PerThread; ++j) {
