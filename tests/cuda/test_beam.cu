@@ -299,6 +299,25 @@ TEST_CASE("CUDA BeamSearcher on a GR-sized batch: 4 requests x 256 beams x 8192 
   compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, capped);
 }
 
+// Many requests whose beams have many children each: at level 1, a request's 128 beams have about
+// 32,768 allowed entries, more than the fused selection stages, yet enough requests share the GPU
+// that the beam step takes the fused kernel, reading the scores the normalisation wrote beside
+// the tokens (BeamSearcher::fused_selection_pays). Uneven widths; every element type.
+TEST_CASE("CUDA BeamSearcher on 32 requests of beams with 256 children each equals the host reference") {
+  std::mt19937_64 rng = xgr::test::make_rng(309);
+  using L = Shape::Logits;
+  std::vector<std::uint32_t> widths(32, 128);
+  widths[5] = 77;
+  widths[17] = 1;
+  widths[30] = 100;
+  const Shape shape{{128, 256}, 100000, true, 3, widths, 0, L::smooth};
+  compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  const Shape ties{{128, 256}, 100000, false, 0, widths, 0, L::ties};
+  compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, ties);
+}
+
 // Rows of 2,049 to 8,192 normalised columns, which the normalisation keeps in registers 32 values a
 // thread: a few rows or a thousand, dead and live beams side by side, normalised slices that start
 // past column 0 (vectorized for fp32, not for 16-bit types at 3,072), infinities, NaN and ties,

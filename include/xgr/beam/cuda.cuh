@@ -12,12 +12,15 @@
 //                     exact upper bound of every candidate of the beam. Walking the beam's children
 //                     for that bound, it writes their tokens into the CSR mask. For EarlyExit it
 //                     also writes a few score hints, scores of distinct candidates, from which
-//                     MaskedTopK takes each request's bound instead of sampling the logits.
+//                     MaskedTopK takes each request's bound instead of sampling the logits, and,
+//                     where the selection is fused, each child's score beside its token.
 //   3. select         MaskedTopK over each request's beams x vocab candidates with those offsets, the
 //                     allowed sets as mask and the bounds for early exit: beams whose best candidate
 //                     cannot beat the request's k-th bound are never read again.
-//                     Levels whose beams have few children take one clustered kernel; wider levels
-//                     the hint bound, a filter block per beam and the select.
+//                     One clustered kernel per request reads the scores written beside the tokens
+//                     where that pays (BeamSearcher::fused_selection_pays: few children a request,
+//                     or many requests to share the GPU); otherwise the hint bound, a filter block
+//                     per beam and the select.
 //                     With a per-beam cap K < B, a per-row MaskedTopK first keeps each beam's K best.
 //   4. update         per request, the winners become beams: parent, token, score, trie child
 //                     (ItemTrieView::child), token history, ancestry. With EarlyExit and
@@ -125,7 +128,8 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
                                                                      std::uint32_t token_offset, float* offsets, float* bounds,
                                                                      const std::uint32_t* row_ptr, std::uint32_t* columns,
-                                                                     float* score_hints, std::uint32_t hints_per_row) {
+                                                                     float* column_scores, float* score_hints,
+                                                                     std::uint32_t hints_per_row) {
   __shared__ float max_shared[normalize_threads / 32];   // the row's maximum
   __shared__ std::uint64_t sum_shared[normalize_threads / 32];
   __shared__ float best_shared[normalize_threads / 32];  // the best allowed logit, read again by the hints
@@ -201,15 +205,21 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   ::xgr::detail::wait_for_prior_grid();  // the CSR offsets: everything above overlaps their scan
   float best_allowed = negative_infinity;
   std::uint32_t* row_columns = nullptr;
+  float* row_scores = nullptr;
   std::uint32_t column_capacity = 0;  // the scan clamps offsets to the buffer: a short buffer truncates
   if (columns != nullptr) {
     row_columns = columns + row_ptr[row];
+    if (column_scores != nullptr) row_scores = column_scores + row_ptr[row];
     column_capacity = row_ptr[row + 1] - row_ptr[row];
   }
   for (std::uint32_t child = threadIdx.x; child < child_count; child += normalize_threads) {
     const std::uint32_t token = child == threadIdx.x ? first_token : token_offset + trie.node_code[first_child + child];
-    best_allowed = max_ignoring_nan(best_allowed, load_logit(logit_row, token));
-    if (child < column_capacity) row_columns[child] = token;
+    const float logit = load_logit(logit_row, token);
+    best_allowed = max_ignoring_nan(best_allowed, logit);
+    if (child < column_capacity) {
+      row_columns[child] = token;
+      if (row_scores != nullptr) row_scores[child] = logit + offset;  // the candidate's score as MaskedTopK forms it
+    }
   }
   best_allowed = block_max(best_allowed, best_shared);  // leaves each warp's best in best_shared
   if (threadIdx.x == 0) {
@@ -223,13 +233,13 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
 template <class T>
 void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, const std::uint32_t* nodes, const float* beam_scores,
                       std::uint32_t norm_begin, std::uint32_t norm_end, std::uint32_t token_offset, float* offsets, float* bounds,
-                      const std::uint32_t* row_ptr, std::uint32_t* columns, float* score_hints, std::uint32_t hints_per_row,
-                      std::uint32_t rows, cudaStream_t stream) {
+                      const std::uint32_t* row_ptr, std::uint32_t* columns, float* column_scores, float* score_hints,
+                      std::uint32_t hints_per_row, std::uint32_t rows, cudaStream_t stream) {
   const std::uint32_t normalized = norm_end - norm_begin;
   // A programmatic dependent launch: the rows' reads and sums overlap the offsets' scan before it.
   const auto launch = [&](auto kernel) {
     ::xgr::detail::launch_overlapping(kernel, rows, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                      token_offset, offsets, bounds, row_ptr, columns, score_hints, hints_per_row);
+                                      token_offset, offsets, bounds, row_ptr, columns, column_scores, score_hints, hints_per_row);
   };
   constexpr std::uint32_t vector = 16 / sizeof(T);
   const bool vectorized = reinterpret_cast<std::uintptr_t>(logits.data) % 16 == 0 && (logits.row_stride * sizeof(T)) % 16 == 0 &&
@@ -382,6 +392,9 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
         hints_per_row_(beam::cuda_detail::score_hints_per_row(config.max_beam_width)) {
     const std::size_t levels = codebook_sizes_.size();
     for (std::size_t depth = 0; depth <= levels; ++depth) nodes_at_depth_[depth] = trie.nodes_at_depth(depth);
+    int device = 0;
+    XGR_CUDA_CHECK(cudaGetDevice(&device));
+    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
     for (int side = 0; side < 2; ++side) {
       scores_[side] = DeviceBuffer<float>(max_slots_);
       nodes_[side] = DeviceBuffer<std::uint32_t>(max_slots_);
@@ -407,6 +420,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       require_argument(capacity <= 0xffffffffu, "BeamSearcher(cuda)", "the allowed-token buffer exceeds 32-bit offsets");
       row_ptr_ = DeviceBuffer<std::uint32_t>(max_slots_ + 1);
       columns_ = DeviceBuffer<std::uint32_t>(std::max<std::size_t>(capacity, 1));
+      if constexpr (std::is_same_v<Select, topk::EarlyExit>) column_scores_ = DeviceBuffer<float>(columns_.size());
     }
     winner_values_ = DeviceBuffer<float>(config.max_requests * config.max_beam_width);
     winner_indices_ = DeviceBuffer<std::uint32_t>(config.max_requests * config.max_beam_width);
@@ -471,10 +485,14 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     // cannot number k (unless k is that small), and the sample does better.
     const bool hinted = std::is_same_v<Select, topk::EarlyExit> && !pooled && (level > 0 || max_width_ <= hints_per_row_);
     float* const score_hints = hinted ? score_hints_.data() : nullptr;
+    // For the fused selection, the normalisation writes each allowed entry's score next to its
+    // token, so that the selection reads entries instead of gathering their logits.
+    const bool fused = hinted && !dense_mask && fused_selection_pays(level);
+    float* const column_scores = fused ? column_scores_.data() : nullptr;
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
                                         static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
-                                        dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), score_hints,
-                                        hints_per_row_, slots, exec.stream);
+                                        dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), column_scores,
+                                        score_hints, hints_per_row_, slots, exec.stream);
 
     const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
@@ -511,14 +529,9 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       candidates.group_row_offsets = groups;
       if (score_hints != nullptr) candidates.row_score_hints = MatrixView<const float>{score_hints, slots, hints_per_row_, hints_per_row_};
       // Every normalisation block waits for the kernel before it, so the selection's first kernel
-      // may start overlapping the normalisation (topk::cuda_detail::FirstLaunch). The fused hinted
-      // selection gathers a request's allowed entries with one cluster of blocks: it pays while a
-      // request's beams have on average no more children than the cluster stages (the last levels
-      // of a catalogue); wider levels take the filter's block per beam (measured in
-      // docs/benchmarks/beam.md).
+      // may start overlapping the normalisation (topk::cuda_detail::FirstLaunch).
       const topk::cuda_detail::CallOptions options{
-          .first_launch = topk::cuda_detail::FirstLaunch::overlapping,
-          .fuse_hinted = max_width_ * nodes_at_depth_[level + 1] <= topk::cuda_detail::hinted_staged_capacity * nodes_at_depth_[level]};
+          .first_launch = topk::cuda_detail::FirstLaunch::overlapping, .fuse_hinted = fused, .column_scores = column_scores};
       updated = topk::cuda_detail::enqueue_masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_, options,
                                                                beam::cuda_detail::UpdateEpilogue{args});
     } else {
@@ -603,6 +616,25 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
  private:
   [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }
+  // Whether the fused hinted selection (one cluster per request) beats the general path (the bound,
+  // a filter block per beam, the select) at this level. The cluster reads a request's allowed
+  // entries on its hinted_cluster_blocks multiprocessors; the general path spreads every request's
+  // over all of them but takes two launches more. Fused: while a request's entries (on average)
+  // fit the cluster's stage, or while they are few enough and a cluster's share of them exceeds the
+  // general path's share by no more than those launches cost, about 4,096 entries (H100,
+  // docs/benchmarks/beam.md, 2026-12-07: 32 x 256 beams of 122 children each, 143 -> 133 us;
+  // a single request, or 8 of 512 such beams, 6-13 % slower fused).
+  [[nodiscard]] bool fused_selection_pays(std::size_t level) const noexcept {
+    constexpr double max_fused_entries = 65536.0;
+    constexpr double launches_in_entries = 4096.0;
+    const double entries = static_cast<double>(max_width_) * static_cast<double>(nodes_at_depth_[level + 1]) /
+                           static_cast<double>(nodes_at_depth_[level]);
+    const double cluster_share = entries / topk::cuda_detail::hinted_cluster_blocks;
+    const double spread_share = entries * static_cast<double>(request_count()) / static_cast<double>(multiprocessors_);
+    return entries <= topk::cuda_detail::hinted_staged_capacity ||
+           (entries <= max_fused_entries && cluster_share <= spread_share + launches_in_entries);
+  }
+
   [[nodiscard]] TopKLimits select_limits() const noexcept {
     return {config_.max_requests, max_slots_, config_.max_beam_width, config_.vocab, config_.max_beam_width, sparse_entries()};
   }
@@ -622,6 +654,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   std::size_t pool_width_;
   std::size_t mask_words_;
   std::uint32_t hints_per_row_;  // EarlyExit: score hints each normalisation block writes
+  int multiprocessors_ = 0;      // of the device the searcher was built on (fused_selection_pays)
   DeviceBuffer<float> scores_[2];
   DeviceBuffer<std::uint32_t> nodes_[2];
   DeviceBuffer<std::uint32_t> tokens_[2];
@@ -637,6 +670,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   DeviceBuffer<std::uint32_t> mask_bits_;
   DeviceBuffer<std::uint32_t> row_ptr_;
   DeviceBuffer<std::uint32_t> columns_;
+  DeviceBuffer<float> column_scores_;  // EarlyExit: each allowed entry's score, parallel to columns_
   DeviceBuffer<float> winner_values_;
   DeviceBuffer<std::uint32_t> winner_indices_;
   DeviceBuffer<std::uint32_t> winner_counts_;

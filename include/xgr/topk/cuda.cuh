@@ -1616,18 +1616,21 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
 //   2. the gather: the allowed entries of the rows whose score bound reaches it form one flat list
 //      (a block-wide prefix sum over the rows' entry counts), split evenly over the cluster's
 //      blocks; each thread finds an entry's row by a binary search (unrolled halving steps) over
-//      the rows' first entries in shared memory, hinted_gather_batch entries in flight at once. Survivors are appended to the
-//      first block's shared memory (distributed shared memory; hinted_staged_capacity keys), then
-//      to the workspace's survivor buffer;
+//      the rows' first entries in shared memory, hinted_gather_batch entries in flight at once.
+//      An entry's score is read beside its column where the caller wrote it there
+//      (CallOptions::column_scores), else gathered from the scores row: one round trip or two.
+//      Survivors are appended to the first block's shared memory (distributed shared memory;
+//      hinted_staged_capacity keys), then to the workspace's survivor buffer;
 //   3. after a cluster barrier, the first block selects the exact k-th and writes the winners in
 //      order, as select_kernel.
 // A cluster, not one block, for groups with many entries to gather: one block of 1,024 threads took
 // a beam step over 1 x 512 beams of 1,220 children each from 52 to 289 us, a cluster of 8 to 95 us
 // (H100). The general path's block per row is still faster there, so the beam step fuses only
-// levels whose beams have few children (topk::cuda_detail::CallOptions). For those, 4 blocks
-// gather a round trip's 16,384 entries, and clusters of 4 fit 32 requests at once where 8 did not. Too few survivors under a
-// bound (hints that overreach) or more than both buffers hold (hints far below the k-th) fall back
-// to a selection over the group's input: slower, still exact.
+// levels whose requests have few entries, or many requests that share the GPU (the scores beside
+// the columns, BeamSearcher::fused_selection_pays). For those, 4 blocks gather a round trip's
+// 16,384 entries, and clusters of 4 fit 32 requests at once where 8 did not. Too few survivors
+// under a bound (hints that overreach) or more than both buffers hold (hints far below the k-th)
+// fall back to a selection over the group's input: slower, still exact.
 inline constexpr int hinted_threads = 512;
 inline constexpr unsigned hinted_cluster_blocks = 4;  // 8 left 32 requests 2-13 % slower (H100)
 inline constexpr int hinted_gather_batch = 8;
@@ -1653,7 +1656,8 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
                                                                                  CandidateKey* spilled, std::size_t capacity,
                                                                                  float* values, std::size_t values_stride,
                                                                                  std::uint32_t* indices, std::size_t indices_stride,
-                                                                                 std::uint32_t* counts, Epilogue epilogue) {
+                                                                                 std::uint32_t* counts, const float* column_scores,
+                                                                                 Epilogue epilogue) {
   ::xgr::detail::allow_dependent_launch();  // a consumer launched overlapping this kernel waits for it itself
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace device = ::xgr::detail;
@@ -1732,23 +1736,29 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
     for (std::uint32_t base = slice_begin; base < slice_end; base += hinted_threads * hinted_gather_batch) {  // uniform trip count
       std::uint32_t slot[hinted_gather_batch];
       std::uint32_t column[hinted_gather_batch];
-      float logit[hinted_gather_batch];
+      float score[hinted_gather_batch];
 #pragma unroll
       for (int j = 0; j < hinted_gather_batch; ++j) {
         const std::uint32_t e = base + j * hinted_threads + threadIdx.x;
         slot[j] = e < slice_end ? chunk_row_of(e, chunk_rows) : 0u;
-        column[j] = e < slice_end ? problem.columns[shared.row_entries[slot[j]] + (e - shared.entry_begin[slot[j]])] : problem.vocab;
+        const std::uint32_t entry = shared.row_entries[slot[j]] + (e - shared.entry_begin[slot[j]]);
+        column[j] = e < slice_end ? problem.columns[entry] : problem.vocab;
+        if (column_scores != nullptr) score[j] = e < slice_end ? column_scores[entry] : 0.0f;
       }
+      if (column_scores == nullptr) {
 #pragma unroll
-      for (int j = 0; j < hinted_gather_batch; ++j) {
-        logit[j] = column[j] < problem.vocab ? to_float(problem.scores[(chunk + slot[j]) * problem.row_stride + column[j]]) : 0.0f;
+        for (int j = 0; j < hinted_gather_batch; ++j) {
+          score[j] = column[j] < problem.vocab
+                         ? to_float(problem.scores[(chunk + slot[j]) * problem.row_stride + column[j]]) + shared.row_offset[slot[j]]
+                         : 0.0f;
+        }
       }
 #pragma unroll
       for (int j = 0; j < hinted_gather_batch; ++j) {
         if (base + j * hinted_threads >= slice_end) break;  // block-uniform: no thread has entry j or later
         const std::uint32_t row = chunk + slot[j];
         const CandidateKey key = column[j] < problem.vocab
-                                     ? DeviceProblem<T>::candidate_key(logit[j] + shared.row_offset[slot[j]], (row - first_row) * problem.vocab + column[j])
+                                     ? DeviceProblem<T>::candidate_key(score[j], (row - first_row) * problem.vocab + column[j])
                                      : no_candidate;
         const bool keep = key != no_candidate && key >= bound;
         // The warp's survivors take consecutive places, reserved with one atomic in the first block.
@@ -2129,6 +2139,11 @@ struct CallOptions {
   // Groups sampled by at most max_sample_cluster_blocks blocks: sample and bound in one kernel of
   // clusters (sample_bound_kernel), or in two kernels (false: the path of larger groups, for tests).
   bool fuse_sample_bound = true;
+  // With the sparse mask: each allowed entry's score, the row's offset included, at the entry's
+  // place in the CSR columns (exactly scores[row][column] + offset[row] as a float addition). The
+  // fused kernel then reads a survivor's score next to its column instead of gathering it from the
+  // scores row, one round trip instead of two. Null: gathered.
+  const float* column_scores = nullptr;
 };
 
 // The call's last kernel runs `epilogue`.
@@ -2148,7 +2163,7 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     ::xgr::detail::launch_with(launch, hinted_sparse_select_kernel<T, Epilogue>, problem.groups * hinted_cluster_blocks, hinted_threads,
                                staged_bytes, stream, problem, hints, scratch.survivors, capacity, result.values.data,
                                result.values.row_stride, result.indices.data, result.indices.row_stride, result.counts.data(),
-                               epilogue);
+                               options.column_scores, epilogue);
     XGR_CUDA_CHECK_LAUNCH();
     return;
   }
