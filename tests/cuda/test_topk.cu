@@ -259,18 +259,39 @@ TEST_CASE("score hints replace the sample: exact results whether the hints are t
       device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), rows, per_row, per_row};
       const xgr::TopKLimits limits = input.limits();
       workspace.reserve(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits));
-      // With a sparse mask and row bounds, hints take the fused kernel by default; the beam step
-      // turns it off for wide levels (the general path with the hints' bound).
-      for (const bool fused : {true, false}) {
+      // With a sparse mask and row bounds, hints take the fused kernel by default, on clusters of
+      // 1 to 8 blocks a group, with each entry's score gathered from its row or read beside its
+      // column (as the beam step writes them); the beam step turns it off for wide levels of few
+      // requests (the general path with the hints' bound).
+      xgr::DeviceBuffer<float> device_column_scores;
+      if (spec.mask == xgr::MaskKind::sparse) {
+        std::vector<float> column_scores(input.columns.size());
+        for (std::size_t row = 0; row < rows; ++row) {
+          for (std::uint32_t entry = input.row_ptr[row]; entry < input.row_ptr[row + 1]; ++entry) {
+            column_scores[entry] = input.scores[row * input.row_stride() + input.columns[entry]] +
+                                   (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);  // as the kernel forms it
+          }
+        }
+        device_column_scores = xgr::to_device<float>(column_scores);
+      }
+      struct Path {
+        xgr::topk::cuda_detail::CallOptions options;
+        const char* name;
+      };
+      const Path paths[] = {{{.fuse_hinted = true}, "fused"},
+                            {{.fuse_hinted = true, .hinted_blocks_per_group = 1}, "fused, one block a group"},
+                            {{.fuse_hinted = true, .column_scores = device_column_scores.data(), .hinted_blocks_per_group = 8},
+                             "fused, 8 blocks a group, scores beside the columns"},
+                            {{.fuse_hinted = false}, "general"}};
+      for (const Path& path : paths) {
         DeviceOutput output(groups, spec.k);
         output.poison(stream.get());
         xgr::topk::cuda_detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(),
-                                                                          limits, workspace, {.fuse_hinted = fused});
+                                                                          limits, workspace, path.options);
         XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
         std::string why;
         if (!xgr::test::same_results(output.to_host(), expected, &why)) {
-          FAIL_CHECK("case " << case_index << " hint kind " << kind << (fused ? " fused " : " general ") << spec.describe() << ": "
-                             << why);
+          FAIL_CHECK("case " << case_index << " hint kind " << kind << ", " << path.name << ", " << spec.describe() << ": " << why);
         }
       }
     }
@@ -331,13 +352,23 @@ TEST_CASE("hints with a sparse mask and row bounds: survivors in shared memory, 
       DeviceTopKInput<float> device(input);
       const xgr::DeviceBuffer<float> device_hints = xgr::to_device<float>(hints);
       device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, per_row, per_row};
-      DeviceOutput output(spec.groups, spec.k);
-      output.poison(stream.get());
-      xgr::masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(), workspace);
-      XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-      std::string why;
-      CHECK_MESSAGE(xgr::test::same_results(output.to_host(), expected, &why),
-                    spec.describe() << ", " << survivors << " survivors: " << why);
+      for (const unsigned blocks : {detail::hinted_cluster_blocks, detail::max_hinted_cluster_blocks}) {
+        DeviceOutput output(spec.groups, spec.k);
+        output.poison(stream.get());
+        detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(), input.limits(),
+                                                          workspace, {.hinted_blocks_per_group = blocks});
+        XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+        std::string why;
+        CHECK_MESSAGE(xgr::test::same_results(output.to_host(), expected, &why),
+                      spec.describe() << ", " << survivors << " survivors, " << blocks << " blocks a group: " << why);
+      }
+      if (survivors == spec.k) {  // more blocks than a portable cluster holds: refused before any launch
+        DeviceOutput output(spec.groups, spec.k);
+        CHECK_THROWS_AS(detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(),
+                                                                          input.limits(), workspace,
+                                                                          {.hinted_blocks_per_group = detail::max_hinted_cluster_blocks + 1}),
+                        xgr::Error);
+      }
     }
   }
 }

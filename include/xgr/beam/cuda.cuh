@@ -530,8 +530,10 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       if (score_hints != nullptr) candidates.row_score_hints = MatrixView<const float>{score_hints, slots, hints_per_row_, hints_per_row_};
       // Every normalisation block waits for the kernel before it, so the selection's first kernel
       // may start overlapping the normalisation (topk::cuda_detail::FirstLaunch).
-      const topk::cuda_detail::CallOptions options{
-          .first_launch = topk::cuda_detail::FirstLaunch::overlapping, .fuse_hinted = fused, .column_scores = column_scores};
+      const topk::cuda_detail::CallOptions options{.first_launch = topk::cuda_detail::FirstLaunch::overlapping,
+                                                   .fuse_hinted = fused,
+                                                   .column_scores = column_scores,
+                                                   .hinted_blocks_per_group = fused_cluster_blocks(level)};
       updated = topk::cuda_detail::enqueue_masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_, options,
                                                                beam::cuda_detail::UpdateEpilogue{args});
     } else {
@@ -616,20 +618,34 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
  private:
   [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }
+  // A request's allowed entries at this level, on average (from the trie's node counts).
+  [[nodiscard]] double request_entries(std::size_t level) const noexcept {
+    return static_cast<double>(max_width_) * static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
+  }
+
+  // The fused selection's blocks per request: the largest portable cluster (8) while a request's
+  // entries exceed what the cluster stages and the requests' clusters fit the GPU a block per
+  // multiprocessor (8 x 256 beams of 122 children: 56.6 -> 53.6 us, docs/benchmarks/beam.md), else
+  // the default 4 (with 8, 32 requests were slower and narrow levels gained nothing measurable).
+  [[nodiscard]] unsigned fused_cluster_blocks(std::size_t level) const noexcept {
+    constexpr unsigned wide = topk::cuda_detail::max_hinted_cluster_blocks;
+    const bool fits = request_count() * wide <= static_cast<std::size_t>(multiprocessors_);
+    return request_entries(level) > topk::cuda_detail::hinted_staged_capacity && fits ? wide : topk::cuda_detail::hinted_cluster_blocks;
+  }
+
   // Whether the fused hinted selection (one cluster per request) beats the general path (the bound,
   // a filter block per beam, the select) at this level. The cluster reads a request's allowed
-  // entries on its hinted_cluster_blocks multiprocessors; the general path spreads every request's
+  // entries on its fused_cluster_blocks multiprocessors; the general path spreads every request's
   // over all of them but takes two launches more. Fused: while a request's entries (on average)
   // fit the cluster's stage, or while they are few enough and a cluster's share of them exceeds the
   // general path's share by no more than those launches cost, about 4,096 entries (H100,
-  // docs/benchmarks/beam.md, 2026-12-07: 32 x 256 beams of 122 children each, 143 -> 133 us;
-  // a single request, or 8 of 512 such beams, 6-13 % slower fused).
+  // docs/benchmarks/beam.md, 2026-12-07: 32 x 256 beams of 122 children each, 145 -> 134 us;
+  // a single request, or 8 of 512 such beams, 6-13 % slower fused on clusters of 4).
   [[nodiscard]] bool fused_selection_pays(std::size_t level) const noexcept {
     constexpr double max_fused_entries = 65536.0;
     constexpr double launches_in_entries = 4096.0;
-    const double entries = static_cast<double>(max_width_) * static_cast<double>(nodes_at_depth_[level + 1]) /
-                           static_cast<double>(nodes_at_depth_[level]);
-    const double cluster_share = entries / topk::cuda_detail::hinted_cluster_blocks;
+    const double entries = request_entries(level);
+    const double cluster_share = entries / fused_cluster_blocks(level);
     const double spread_share = entries * static_cast<double>(request_count()) / static_cast<double>(multiprocessors_);
     return entries <= topk::cuda_detail::hinted_staged_capacity ||
            (entries <= max_fused_entries && cluster_share <= spread_share + launches_in_entries);

@@ -226,7 +226,7 @@ __device__ inline void bulk_copy_to_shared(void* target, const void* source, std
 }
 
 // Thread block clusters (compute capability 9.0 and later; launch_with's cluster_blocks): the
-// block's rank in its cluster, a barrier over the cluster (release / acquire: shared memory
+// block's rank in its cluster and their count, a barrier over the cluster (release / acquire: shared memory
 // writes before it, local or remote, are visible to every block of the cluster after it), and
 // distributed shared memory with its state space spelled out: addresses of another block's shared
 // memory in the shared::cluster window, atomics and stores to them. Kernels call these only under
@@ -237,6 +237,14 @@ __device__ inline unsigned cluster_block_rank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
 #endif
   return rank;
+}
+
+__device__ inline unsigned cluster_block_count() {
+  unsigned count = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(count));
+#endif
+  return count;
 }
 
 __device__ inline void cluster_sync() {

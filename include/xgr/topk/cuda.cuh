@@ -1632,7 +1632,10 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
 // under a bound (hints that overreach) or more than both buffers hold (hints far below the k-th)
 // fall back to a selection over the group's input: slower, still exact.
 inline constexpr int hinted_threads = 512;
+// Blocks a cluster, unless the caller picks (CallOptions::hinted_blocks_per_group, at most 8: the
+// portable cluster size).
 inline constexpr unsigned hinted_cluster_blocks = 4;  // 8 left 32 requests 2-13 % slower (H100)
+inline constexpr unsigned max_hinted_cluster_blocks = 8;
 inline constexpr int hinted_gather_batch = 8;
 inline constexpr std::uint32_t hinted_staged_capacity = boundary_capacity;
 static_assert(max_group_score_hints % hinted_threads == 0, "every block holds a group's hints");
@@ -1664,7 +1667,8 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
   extern __shared__ CandidateKey staged[];  // hinted_staged_capacity keys (used in the first block)
   __shared__ HintedShared shared;
   const unsigned rank = device::cluster_block_rank();
-  const std::uint32_t group = blockIdx.x / hinted_cluster_blocks;
+  const unsigned cluster_blocks = device::cluster_block_count();
+  const std::uint32_t group = blockIdx.x / cluster_blocks;
   const std::uint32_t k = problem.k;
   const std::uint32_t first_row = problem.group_begin(group);
   const std::uint32_t end_row = problem.group_end(group);
@@ -1731,8 +1735,8 @@ __global__ void __launch_bounds__(hinted_threads, 2) hinted_sparse_select_kernel
     const std::uint32_t chunk_rows = min(end_row - chunk, static_cast<std::uint32_t>(hinted_threads));
     // This block's slice of the chunk's entries.
     const std::uint64_t entries = chunk_entries;
-    const auto slice_begin = static_cast<std::uint32_t>(entries * rank / hinted_cluster_blocks);
-    const auto slice_end = static_cast<std::uint32_t>(entries * (rank + 1) / hinted_cluster_blocks);
+    const auto slice_begin = static_cast<std::uint32_t>(entries * rank / cluster_blocks);
+    const auto slice_end = static_cast<std::uint32_t>(entries * (rank + 1) / cluster_blocks);
     for (std::uint32_t base = slice_begin; base < slice_end; base += hinted_threads * hinted_gather_batch) {  // uniform trip count
       std::uint32_t slot[hinted_gather_batch];
       std::uint32_t column[hinted_gather_batch];
@@ -2144,6 +2148,8 @@ struct CallOptions {
   // fused kernel then reads a survivor's score next to its column instead of gathering it from the
   // scores row, one round trip instead of two. Null: gathered.
   const float* column_scores = nullptr;
+  // The fused kernel's blocks per group (its cluster's size), 1 to max_hinted_cluster_blocks.
+  unsigned hinted_blocks_per_group = hinted_cluster_blocks;
 };
 
 // The call's last kernel runs `epilogue`.
@@ -2153,14 +2159,16 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
                     const CallOptions& options = {}, const Epilogue& epilogue = {}) {
   if (options.fuse_hinted && hints.data != nullptr && problem.mask == MaskKind::sparse && problem.row_bounds != nullptr &&
       ::xgr::detail::cluster_launch_supported()) {
+    require_argument(options.hinted_blocks_per_group >= 1 && options.hinted_blocks_per_group <= max_hinted_cluster_blocks,
+                     "masked_topk(cuda)", "the fused kernel's cluster takes 1 to 8 blocks");
     // Hints, a sparse mask and row bounds: one kernel of clusters (compute capability 9.0+).
     constexpr std::size_t staged_bytes = hinted_staged_capacity * sizeof(CandidateKey);
     // Set on every launch, like select_kernel's (see launch_select).
     XGR_CUDA_CHECK(cudaFuncSetAttribute(hinted_sparse_select_kernel<T, Epilogue>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(staged_bytes)));
     const ::xgr::detail::LaunchOptions launch{.overlapping = options.first_launch == FirstLaunch::overlapping,
-                                              .cluster_blocks = hinted_cluster_blocks};
-    ::xgr::detail::launch_with(launch, hinted_sparse_select_kernel<T, Epilogue>, problem.groups * hinted_cluster_blocks, hinted_threads,
+                                              .cluster_blocks = options.hinted_blocks_per_group};
+    ::xgr::detail::launch_with(launch, hinted_sparse_select_kernel<T, Epilogue>, problem.groups * options.hinted_blocks_per_group, hinted_threads,
                                staged_bytes, stream, problem, hints, scratch.survivors, capacity, result.values.data,
                                result.values.row_stride, result.indices.data, result.indices.row_stride, result.counts.data(),
                                options.column_scores, epilogue);
