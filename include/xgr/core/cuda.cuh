@@ -226,11 +226,11 @@ __device__ inline void bulk_copy_to_shared(void* target, const void* source, std
 }
 
 // Thread block clusters (compute capability 9.0 and later; launch_with's cluster_blocks): the
-// block's rank in its cluster and their count, a barrier over the cluster (release / acquire: shared memory
-// writes before it, local or remote, are visible to every block of the cluster after it), and
-// distributed shared memory with its state space spelled out: addresses of another block's shared
-// memory in the shared::cluster window, atomics and stores to them. Kernels call these only under
-// __CUDA_ARCH__ >= 900.
+// block's rank in its cluster and the cluster's block count, a barrier over the cluster (release /
+// acquire: shared memory writes before it, local or remote, are visible to every block of the
+// cluster after it), and distributed shared memory with its state space spelled out: addresses of
+// another block's shared memory in the shared::cluster window, atomics and stores to them. Kernels
+// call these only under __CUDA_ARCH__ >= 900.
 __device__ inline unsigned cluster_block_rank() {
   unsigned rank = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
