@@ -240,6 +240,21 @@ TEST_CASE("score hints replace the sample: exact results whether the hints are t
         std::sort(best.begin(), best.end(), std::greater<>());
       }
     }
+    // With a sparse mask and row bounds, hints take the fused kernel by default, on clusters of
+    // 1 to 8 blocks a group, with each entry's score gathered from its row or read beside its
+    // column (as the beam step writes them); the beam step turns it off for wide levels of few
+    // requests (the general path with the hints' bound).
+    xgr::DeviceBuffer<float> device_column_scores;
+    if (spec.mask == xgr::MaskKind::sparse) {
+      std::vector<float> column_scores(input.columns.size());
+      for (std::size_t row = 0; row < rows; ++row) {
+        for (std::uint32_t entry = input.row_ptr[row]; entry < input.row_ptr[row + 1]; ++entry) {
+          column_scores[entry] = input.scores[row * input.row_stride() + input.columns[entry]] +
+                                 (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);  // as the kernel forms it
+        }
+      }
+      device_column_scores = xgr::to_device<float>(column_scores);
+    }
     for (int kind = 0; kind < 5; ++kind) {
       std::vector<float> hints(rows * per_row, -inf);
       for (std::size_t row = 0; row < rows; ++row) {
@@ -259,28 +274,15 @@ TEST_CASE("score hints replace the sample: exact results whether the hints are t
       device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), rows, per_row, per_row};
       const xgr::TopKLimits limits = input.limits();
       workspace.reserve(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits));
-      // With a sparse mask and row bounds, hints take the fused kernel by default, on clusters of
-      // 1 to 8 blocks a group, with each entry's score gathered from its row or read beside its
-      // column (as the beam step writes them); the beam step turns it off for wide levels of few
-      // requests (the general path with the hints' bound).
-      xgr::DeviceBuffer<float> device_column_scores;
-      if (spec.mask == xgr::MaskKind::sparse) {
-        std::vector<float> column_scores(input.columns.size());
-        for (std::size_t row = 0; row < rows; ++row) {
-          for (std::uint32_t entry = input.row_ptr[row]; entry < input.row_ptr[row + 1]; ++entry) {
-            column_scores[entry] = input.scores[row * input.row_stride() + input.columns[entry]] +
-                                   (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);  // as the kernel forms it
-          }
-        }
-        device_column_scores = xgr::to_device<float>(column_scores);
-      }
       struct Path {
         xgr::topk::cuda_detail::CallOptions options;
         const char* name;
       };
       const Path paths[] = {{{.fuse_hinted = true}, "fused"},
                             {{.fuse_hinted = true, .hinted_blocks_per_group = 1}, "fused, one block a group"},
-                            {{.fuse_hinted = true, .column_scores = device_column_scores.data(), .hinted_blocks_per_group = 8},
+                            {{.fuse_hinted = true,
+                              .column_scores = device_column_scores.data(),
+                              .hinted_blocks_per_group = xgr::topk::cuda_detail::max_hinted_cluster_blocks},
                              "fused, 8 blocks a group, scores beside the columns"},
                             {{.fuse_hinted = false}, "general"}};
       for (const Path& path : paths) {
@@ -502,10 +504,7 @@ TEST_CASE("the streamed filter: more tiles than its first ring, staged and unsta
   // are refilled and blocks span groups. A bitset is bulk-copied with its tile when the vocabulary
   // is a multiple of 128 columns (16,384), and read from global memory otherwise (16,388).
   namespace detail = xgr::topk::cuda_detail;
-  int device = 0;
-  int multiprocessors = 0;
-  XGR_CUDA_CHECK(cudaGetDevice(&device));
-  XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  const int multiprocessors = xgr::detail::multiprocessor_count();
   const std::size_t first_rings = std::size_t{detail::stream_stages<float>} * detail::stream_blocks_per_sm * static_cast<std::size_t>(multiprocessors);
   auto rng = xgr::test::make_rng(245);
   xgr::Stream stream;

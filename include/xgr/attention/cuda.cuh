@@ -1335,13 +1335,7 @@ void allow_smem(Kernel kernel, std::size_t bytes) {
 }
 
 inline int multiprocessors() {
-  static const int count = [] {
-    int device = 0;
-    XGR_CUDA_CHECK(cudaGetDevice(&device));
-    int value = 0;
-    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    return value;
-  }();
+  static const int count = ::xgr::detail::multiprocessor_count();  // the first device asked about
   return count;
 }
 

@@ -120,6 +120,15 @@ __device__ inline void allow_dependent_launch() {
   return major >= 9;
 }
 
+// The current device's multiprocessor count.
+[[nodiscard]] inline int multiprocessor_count() {
+  int device = 0;
+  XGR_CUDA_CHECK(cudaGetDevice(&device));
+  int count = 0;
+  XGR_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
 // Whether the current device launches thread block clusters (launch_with's cluster_blocks).
 [[nodiscard]] inline bool cluster_launch_supported() { return overlapping_launch_supported(); }
 

@@ -2093,10 +2093,7 @@ void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitSc
       // bound, short-lived blocks were faster.
       if (aligned && problem.vocab >= filter_tile && problem.vocab % 4 == 0 && problem.row_bounds == nullptr &&
           ::xgr::detail::overlapping_launch_supported()) {
-        int device = 0;
-        int multiprocessors = 0;
-        XGR_CUDA_CHECK(cudaGetDevice(&device));
-        XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+        const int multiprocessors = ::xgr::detail::multiprocessor_count();
         constexpr std::size_t ring_bytes = stream_stages<T> * filter_tile * sizeof(T);
         // Set on every launch, like select_kernel's (see launch_select).
         XGR_CUDA_CHECK(
