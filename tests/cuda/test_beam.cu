@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -330,6 +331,44 @@ TEST_CASE("CUDA BeamSearcher on rows of 2,049 to 8,192 normalised columns equals
       {{3000, 4000}, 20000, true, 1192, {200, 300, 64}, 0, L::with_inf_and_nan},  // vocab 8,192
       {{4096, 4096}, 50000, false, 0, {512, 512}, 0, L::ties},                    // 1,024 rows
       {{3072, 5120}, 30000, true, 0, {640, 100}, 0, L::smooth},                   // level slices from column 3,072
+  };
+  for (const Shape& shape : shapes) {
+    CAPTURE(shape.items);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
+    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
+namespace {
+
+// `widths` followed by widths of up to 512 until the beams number `rows`.
+std::vector<std::uint32_t> widths_for_rows(std::size_t rows, std::vector<std::uint32_t> widths) {
+  std::size_t total = std::accumulate(widths.begin(), widths.end(), std::size_t{0});
+  for (; total < rows; total += widths.back()) widths.push_back(static_cast<std::uint32_t>(std::min<std::size_t>(512, rows - total)));
+  return widths;
+}
+
+}  // namespace
+
+// Rows of up to 1,024 normalised columns, which the normalisation gives a warp each (8 to a
+// block) where the rows number at least 8 per multiprocessor and have at most 256 children on
+// average (BeamSearcher::warp_rows_pay): row counts that leave the last block's warps partly idle,
+// beams of about 100 to 180 children (walked 4 a thread at a time) next to levels of a thousand
+// children that keep a block a row, widths of 1 to 512, vectorized rows (1,024 and 512 columns)
+// and rows that are not (1,021 columns, and a slice from column 1,000), infinities, NaN and ties,
+// every element type.
+TEST_CASE("CUDA BeamSearcher on many rows of up to 1,024 normalised columns (a warp a row) equals the host reference") {
+  std::mt19937_64 rng = xgr::test::make_rng(310);
+  using L = Shape::Logits;
+  const std::size_t warp_rows = 8 * static_cast<std::size_t>(xgr::detail::multiprocessor_count());
+  const std::vector<Shape> shapes{
+      {{1024, 1024}, 200000, false, 0, widths_for_rows(warp_rows + 333, {512, 1, 77}), 0, L::smooth},  // 1,024 columns
+      {{1000, 21}, 20000, true, 0, widths_for_rows(warp_rows + 5, {64, 9}), 0, L::ties},               // 1,021, not vectorized
+      {{512, 512, 512}, 60000, false, 0, widths_for_rows(warp_rows + 100, {256}), 0, L::smooth},       // 512, vectorized
+      {{1000, 1024}, 100000, true, 0, widths_for_rows(warp_rows, {128, 100}), 0, L::with_inf_and_nan},  // slices from column 1,000
   };
   for (const Shape& shape : shapes) {
     CAPTURE(shape.items);

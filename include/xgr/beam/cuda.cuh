@@ -6,8 +6,9 @@
 //   1. allowed sets   from the trie, for every live beam (Filter policy): the CSR offsets (one
 //                     small launch; normalize writes the tokens) or a dense bitset (one launch, the
 //                     baseline).
-//   2. normalize      one block per live beam reads its logits row once (kept in registers for
-//                     rows up to 8192 columns) for the max and the fixed-point sum of exps; writes the beam's offset
+//   2. normalize      one block per live beam (a warp per beam for rows of up to 1,024 columns)
+//                     reads its logits row once (kept in registers for rows up to 8,192 columns)
+//                     for the max and the fixed-point sum of exps; writes the beam's offset
 //                     s_b - lse_b and its *score bound*: the best allowed logit plus the offset, an
 //                     exact upper bound of every candidate of the beam. Walking the beam's children
 //                     for that bound, it writes their tokens into the CSR mask. For EarlyExit it
@@ -67,84 +68,108 @@ __device__ __forceinline__ float load_logit(const T* row, std::uint32_t column) 
   return to_float(row[column]);
 }
 
-// Block reductions with one barrier each: `shared` (a slot per warp) must serve no other reduction
-// of the block, since nothing waits for its readers before it could be written again. A block
-// normalises one row, so each of its reductions has slots of its own, and no warp waits at a
-// second barrier for the slowest to have read.
-__device__ __forceinline__ float block_max(float value, float* shared) {
-  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2) value = max_ignoring_nan(value, __shfl_xor_sync(0xffffffffu, value, lane_mask));
-  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = value;
-  __syncthreads();
-  float result = shared[0];
-  for (int warp = 1; warp < normalize_threads / 32; ++warp) result = max_ignoring_nan(result, shared[warp]);
+// A row is normalised by a block or, where the caller asks for rows of up to 1,024 columns, by a
+// warp, 8 to a block (a block of 256 threads over a 4 KB row spends most of its life in barriers
+// and fixed latencies). Either way a row's reductions go through row_partials slots: a block row's 8
+// warps, or a warp row's 8 lane groups (lanes p, p + 8, p + 16, p + 24), each group one partial.
+// The score hints below take the best-allowed reduction's partials, disjoint sets of children.
+inline constexpr int row_partials = 8;
+static_assert(normalize_threads / 32 == row_partials, "a block row's warps are its partials");
+
+// The row's reduction of `value` under `combine` (max_ignoring_nan or +), with one barrier: `slots`
+// must serve no other reduction of the row, since nothing waits for its readers before it could be
+// written again. A row has slots of its own for each of its reductions, and no warp waits at a
+// second barrier for the slowest to have read. Leaves each partial in slots[p].
+template <int RowThreads, class V, class Combine>
+__device__ __forceinline__ V row_reduce(V value, V* slots, Combine combine) {
+  static_assert(RowThreads == 32 || RowThreads == normalize_threads, "a row is a warp or the block");
+  constexpr int last_mask = RowThreads == 32 ? row_partials : 1;  // a warp row stops at its lane groups (lanes p mod 8)
+  for (int lane_mask = 16; lane_mask >= last_mask; lane_mask /= 2) value = combine(value, __shfl_xor_sync(0xffffffffu, value, lane_mask));
+  const unsigned lane = threadIdx.x % 32;
+  if constexpr (RowThreads == 32) {
+    if (lane < row_partials) slots[lane] = value;
+    __syncwarp();
+  } else {
+    if (lane == 0) slots[threadIdx.x / 32] = value;
+    __syncthreads();
+  }
+  V result = slots[0];
+  for (int partial = 1; partial < row_partials; ++partial) result = combine(result, slots[partial]);  // sums are integers: order-free
   return result;
 }
 
-__device__ __forceinline__ std::uint64_t block_sum(std::uint64_t value, std::uint64_t* shared) {
-  for (int lane_mask = 16; lane_mask > 0; lane_mask /= 2) value += __shfl_xor_sync(0xffffffffu, value, lane_mask);
-  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = value;
-  __syncthreads();
-  std::uint64_t result = 0;
-  for (int warp = 0; warp < normalize_threads / 32; ++warp) result += shared[warp];  // integer: order-free
-  return result;
-}
+struct MaxIgnoringNan {
+  __device__ float operator()(float a, float b) const { return max_ignoring_nan(a, b); }
+};
+struct FixedSum {
+  __device__ std::uint64_t operator()(std::uint64_t a, std::uint64_t b) const { return a + b; }
+};
 
 // Score hints for the selection's bound, from what the normalisation sees anyway (EarlyExit without
-// a binding per-beam cap): each block writes `per_row` hints, hint h the best candidate score among
-// the children walked by warps h, h + per_row, ... (block_max leaves each warp's best in shared
-// memory), or -inf where those warps had none. They are scores of different candidates, so
-// MaskedTopK takes the k-th best of a request's as a bound that k candidates reach
+// a binding per-beam cap): each row writes `per_row` hints, hint h the best candidate score among
+// the children walked by partials h, h + per_row, ... (the best-allowed reduction leaves each
+// partial's best in its slots), or -inf where those had none. They are scores of different
+// candidates, so MaskedTopK takes the k-th best of a request's as a bound that k candidates reach
 // (TopKProblem::row_score_hints) and samples nothing.
-inline constexpr int warps_per_row = normalize_threads / 32;
-
-// Hints a row writes, for beams up to `max_beam_width` wide: one per warp, as many as a request's
-// may number (max_group_score_hints).
+// Hints a row writes, for beams up to `max_beam_width` wide: one per partial, as many as a
+// request's may number (max_group_score_hints).
 [[nodiscard]] constexpr std::uint32_t score_hints_per_row(std::size_t max_beam_width) {
   const std::size_t fit = max_group_score_hints / max_beam_width;
-  return static_cast<std::uint32_t>(fit >= warps_per_row ? warps_per_row : fit);
+  return static_cast<std::uint32_t>(fit >= row_partials ? row_partials : fit);
 }
 
-// Null `hints`: not wanted. Threads below `per_row` write; `warp_best` must be readable by all.
-__device__ inline void write_score_hints(float* hints, std::uint32_t per_row, std::uint32_t row, const float* warp_best, float offset) {
-  if (hints == nullptr || threadIdx.x >= per_row) return;
+// Null `hints`: not wanted. The row's threads below `per_row` write; `partial_best` must be
+// readable by all of them.
+__device__ inline void write_score_hints(float* hints, std::uint32_t per_row, std::uint32_t row, std::uint32_t thread,
+                                         const float* partial_best, float offset) {
+  if (hints == nullptr || thread >= per_row) return;
   float best = -__builtin_huge_valf();
-  for (std::uint32_t warp = threadIdx.x; warp < warps_per_row; warp += per_row) best = max_ignoring_nan(best, warp_best[warp]);
+  for (std::uint32_t partial = thread; partial < row_partials; partial += per_row) best = max_ignoring_nan(best, partial_best[partial]);
   const float score = best + offset;  // the candidate's score exactly as MaskedTopK forms it
-  hints[static_cast<std::size_t>(row) * per_row + threadIdx.x] = topk::is_selectable(score) ? score : -__builtin_huge_valf();
+  hints[static_cast<std::size_t>(row) * per_row + thread] = topk::is_selectable(score) ? score : -__builtin_huge_valf();
 }
 
 // Per live beam: offset = s_b - lse_b and bound = best allowed logit + offset (-inf when nothing is
 // selectable). Dead slots get bound -inf so the selection skips them without reading.
-// Rows of up to normalize_threads x Cached normalised columns stay in registers between the max
-// and the sum, so the logits are read from memory once; longer rows (Cached = 0) are read twice,
-// the second time mostly from L2. With Vectorized, the normalised columns start 16-byte aligned and
-// number a multiple of normalize_threads x (16 / sizeof(T)): 16-byte loads, no per-element checks.
-// Everything the block needs besides the row (its beam score, its children's range and first
-// tokens) is requested before the row, so those round trips overlap the row's instead of
-// following it: a block is short-lived and its fixed latencies are a good part of its life.
-template <int Cached, bool Vectorized, class T>
+// A row is RowThreads threads (a warp or the block; normalize_threads / RowThreads rows a block).
+// Rows of up to RowThreads x Cached normalised columns stay in registers between the max and the
+// sum, so the logits are read from memory once; longer rows (Cached = 0) are read twice, the second
+// time mostly from L2. With Vectorized, the normalised columns start 16-byte aligned and number a
+// multiple of RowThreads x (16 / sizeof(T)): 16-byte loads, no per-element checks.
+// Everything a row needs besides its logits (its beam score, its children's range and first
+// tokens) is requested before them, so those round trips overlap the row's instead of following
+// it: a block is short-lived and its fixed latencies are a good part of its life.
+template <int RowThreads, int Cached, bool Vectorized, class T>
 __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView<const T> logits, ItemTrieView trie,
                                                                      const std::uint32_t* nodes, const float* beam_scores,
                                                                      std::uint32_t norm_begin, std::uint32_t norm_end,
                                                                      std::uint32_t token_offset, float* offsets, float* bounds,
                                                                      const std::uint32_t* row_ptr, std::uint32_t* columns,
                                                                      float* column_scores, float* score_hints,
-                                                                     std::uint32_t hints_per_row) {
-  __shared__ float max_shared[normalize_threads / 32];   // the row's maximum
-  __shared__ std::uint64_t sum_shared[normalize_threads / 32];
-  __shared__ float best_shared[normalize_threads / 32];  // the best allowed logit, read again by the hints
-  const std::uint32_t row = blockIdx.x;
-  const std::uint32_t node = nodes[row];
+                                                                     std::uint32_t hints_per_row, std::uint32_t rows) {
+  constexpr int rows_per_block = normalize_threads / RowThreads;
+  __shared__ float max_shared[rows_per_block][row_partials];  // the row's maximum
+  __shared__ std::uint64_t sum_shared[rows_per_block][row_partials];
+  __shared__ float best_shared[rows_per_block][row_partials];  // the best allowed logit, read again by the hints
+  // (Spelt out for block rows: the compiler does not know that threadIdx.x < normalize_threads.)
+  const std::uint32_t row_in_block = rows_per_block == 1 ? 0 : threadIdx.x / RowThreads;
+  const std::uint32_t thread = rows_per_block == 1 ? threadIdx.x : threadIdx.x % RowThreads;  // the thread's place in its row
+  const std::uint32_t row = blockIdx.x * rows_per_block + row_in_block;
   constexpr float negative_infinity = -__builtin_huge_valf();
+  // Every row waits for the scan before it ends, so that this kernel's end implies the scan's: a
+  // programmatic launch after it (NoEarlyExit's select) waits for this kernel only.
+  if (RowThreads == 32 && row >= rows) {  // a warp past the last row (block rows: the grid is the rows)
+    ::xgr::detail::wait_for_prior_grid();
+    return;
+  }
+  const std::uint32_t node = nodes[row];
   if (node == no_trie_node) {
-    if (threadIdx.x == 0) {
+    if (thread == 0) {
       offsets[row] = 0.0f;
       bounds[row] = negative_infinity;
     }
-    // Every block waits for the scan before it ends, so that this kernel's end implies the scan's:
-    // a programmatic launch after it (NoEarlyExit's select) waits for this kernel only.
     ::xgr::detail::wait_for_prior_grid();
-    if (score_hints != nullptr && threadIdx.x < hints_per_row) score_hints[row * hints_per_row + threadIdx.x] = negative_infinity;
+    if (score_hints != nullptr && thread < hints_per_row) score_hints[row * hints_per_row + thread] = negative_infinity;
     return;
   }
   const float beam_score = beam_scores[row];
@@ -157,10 +182,10 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     constexpr int vector = 16 / sizeof(T);
     static_assert(Cached % vector == 0, "a thread caches whole vectors");
     const auto* source = reinterpret_cast<const ::xgr::detail::VectorOf<vector, T>*>(logit_row + norm_begin);
-    const std::uint32_t row_vectors = (norm_end - norm_begin) / vector;  // a multiple of the block: uniform checks
+    const std::uint32_t row_vectors = (norm_end - norm_begin) / vector;  // a multiple of the row's threads: uniform checks
 #pragma unroll
     for (int j = 0; j < Cached / vector; ++j) {
-      const std::uint32_t index = j * normalize_threads + threadIdx.x;
+      const std::uint32_t index = j * RowThreads + thread;
       ::xgr::detail::VectorOf<vector, T> loaded{};
       if (index < row_vectors) loaded = source[index];
 #pragma unroll
@@ -169,21 +194,21 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
   } else if constexpr (Cached > 0) {
 #pragma unroll
     for (int i = 0; i < Cached; ++i) {
-      const std::uint32_t column = norm_begin + threadIdx.x + i * normalize_threads;
+      const std::uint32_t column = norm_begin + thread + i * RowThreads;
       cached[i] = column < norm_end ? load_logit(logit_row, column) : negative_infinity;  // -inf adds 0 to the sum
     }
   }
   // The first child token of each thread, requested while the row is in flight.
-  const std::uint32_t first_token = threadIdx.x < child_count ? token_offset + trie.node_code[first_child + threadIdx.x] : 0;
+  const std::uint32_t first_token = thread < child_count ? token_offset + trie.node_code[first_child + thread] : 0;
   if constexpr (Cached > 0) {
 #pragma unroll
     for (int i = 0; i < Cached; ++i) local_max = fmaxf(local_max, cached[i]);  // = max_ignoring_nan up to the sign of a zero, which lse and the offset do not see
   } else {
-    for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+    for (std::uint32_t column = norm_begin + thread; column < norm_end; column += RowThreads) {
       local_max = max_ignoring_nan(local_max, load_logit(logit_row, column));
     }
   }
-  const float row_max = block_max(local_max, max_shared);
+  const float row_max = row_reduce<RowThreads>(local_max, max_shared[row_in_block], MaxIgnoringNan{});
   std::uint64_t local_sum = 0;
   if (row_max > negative_infinity && row_max < __builtin_huge_valf()) {
     if constexpr (Cached > 0) {
@@ -192,12 +217,12 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
       for (int i = 0; i < Cached; ++i) sum.add(cached[i] - row_max);
       local_sum = sum.join();
     } else {
-      for (std::uint32_t column = norm_begin + threadIdx.x; column < norm_end; column += normalize_threads) {
+      for (std::uint32_t column = norm_begin + thread; column < norm_end; column += RowThreads) {
         local_sum += exp_fixed(load_logit(logit_row, column) - row_max);
       }
     }
   }
-  const std::uint64_t fixed_sum = block_sum(local_sum, sum_shared);
+  const std::uint64_t fixed_sum = row_reduce<RowThreads>(local_sum, sum_shared[row_in_block], FixedSum{});
   const float offset = beam_score - log_sum_exp(row_max, fixed_sum);
 
   // The children's logits were just read, so they come from L1. With a CSR buffer (row_ptr from
@@ -212,44 +237,79 @@ __global__ void __launch_bounds__(normalize_threads) normalize_kernel(MatrixView
     if (column_scores != nullptr) row_scores = column_scores + row_ptr[row];
     column_capacity = row_ptr[row + 1] - row_ptr[row];
   }
-  for (std::uint32_t child = threadIdx.x; child < child_count; child += normalize_threads) {
-    const std::uint32_t token = child == threadIdx.x ? first_token : token_offset + trie.node_code[first_child + child];
+  const auto take_child = [&](std::uint32_t child, std::uint32_t token) {
     const float logit = load_logit(logit_row, token);
     best_allowed = max_ignoring_nan(best_allowed, logit);
     if (child < column_capacity) {
       row_columns[child] = token;
       if (row_scores != nullptr) row_scores[child] = logit + offset;  // the candidate's score as MaskedTopK forms it
     }
+  };
+  if constexpr (RowThreads == 32) {
+    // A warp row walks up to 32 children a thread: their tokens are requested `walk` at a time, so
+    // that the thread waits for one round trip per `walk` children, not one per child.
+    constexpr int walk = 4;
+    for (std::uint32_t base = thread; base < child_count; base += walk * RowThreads) {
+      std::uint32_t tokens[walk];
+#pragma unroll
+      for (int w = 0; w < walk; ++w) {
+        const std::uint32_t child = base + w * RowThreads;
+        tokens[w] = child == thread ? first_token : child < child_count ? token_offset + trie.node_code[first_child + child] : 0;
+      }
+#pragma unroll
+      for (int w = 0; w < walk; ++w) {
+        if (base + w * RowThreads < child_count) take_child(base + w * RowThreads, tokens[w]);
+      }
+    }
+  } else {
+    for (std::uint32_t child = thread; child < child_count; child += RowThreads) {
+      take_child(child, child == thread ? first_token : token_offset + trie.node_code[first_child + child]);
+    }
   }
-  best_allowed = block_max(best_allowed, best_shared);  // leaves each warp's best in best_shared
-  if (threadIdx.x == 0) {
+  best_allowed = row_reduce<RowThreads>(best_allowed, best_shared[row_in_block], MaxIgnoringNan{});  // leaves each partial's best
+  if (thread == 0) {
     const float bound = best_allowed + offset;  // monotone in the logit: bounds every candidate's score
     offsets[row] = offset;
     bounds[row] = bound > negative_infinity ? bound : negative_infinity;  // NaN (inf - inf) -> nothing selectable
   }
-  write_score_hints(score_hints, hints_per_row, row, best_shared, offset);
+  write_score_hints(score_hints, hints_per_row, row, thread, best_shared[row_in_block], offset);
 }
 
+// With `warp_rows`, rows of up to 1,024 normalised columns take a warp each (the caller's choice,
+// BeamSearcher::warp_rows_pay); longer rows, and every row without it, a block.
 template <class T>
 void launch_normalize(MatrixView<const T> logits, const ItemTrieView& trie, const std::uint32_t* nodes, const float* beam_scores,
                       std::uint32_t norm_begin, std::uint32_t norm_end, std::uint32_t token_offset, float* offsets, float* bounds,
                       const std::uint32_t* row_ptr, std::uint32_t* columns, float* column_scores, float* score_hints,
-                      std::uint32_t hints_per_row, std::uint32_t rows, cudaStream_t stream) {
+                      std::uint32_t hints_per_row, std::uint32_t rows, bool warp_rows, cudaStream_t stream) {
   const std::uint32_t normalized = norm_end - norm_begin;
-  // A programmatic dependent launch: the rows' reads and sums overlap the offsets' scan before it.
-  const auto launch = [&](auto kernel) {
-    ::xgr::detail::launch_overlapping(kernel, rows, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
-                                      token_offset, offsets, bounds, row_ptr, columns, column_scores, score_hints, hints_per_row);
-  };
   constexpr std::uint32_t vector = 16 / sizeof(T);
-  const bool vectorized = reinterpret_cast<std::uintptr_t>(logits.data) % 16 == 0 && (logits.row_stride * sizeof(T)) % 16 == 0 &&
-                          norm_begin % vector == 0 && normalized % (vector * normalize_threads) == 0;
-  if (normalized <= normalize_threads * 8) {
-    vectorized ? launch(normalize_kernel<8, true, T>) : launch(normalize_kernel<8, false, T>);
+  const bool aligned = reinterpret_cast<std::uintptr_t>(logits.data) % 16 == 0 && (logits.row_stride * sizeof(T)) % 16 == 0 &&
+                       norm_begin % vector == 0;
+  // A programmatic dependent launch: the rows' reads and sums overlap the offsets' scan before it.
+  const auto launch = [&]<int RowThreads, int Cached>() {
+    const std::uint32_t blocks = (rows + normalize_threads / RowThreads - 1) / (normalize_threads / RowThreads);
+    const auto go = [&](auto kernel) {
+      ::xgr::detail::launch_overlapping(kernel, blocks, normalize_threads, 0, stream, logits, trie, nodes, beam_scores, norm_begin, norm_end,
+                                        token_offset, offsets, bounds, row_ptr, columns, column_scores, score_hints, hints_per_row, rows);
+    };
+    if constexpr (Cached > 0) {
+      const bool vectorized = aligned && normalized % (vector * RowThreads) == 0;
+      vectorized ? go(normalize_kernel<RowThreads, Cached, true, T>) : go(normalize_kernel<RowThreads, Cached, false, T>);
+    } else {
+      go(normalize_kernel<RowThreads, 0, false, T>);
+    }
+  };
+  if (warp_rows && normalized <= 32 * 8) {
+    launch.template operator()<32, 8>();
+  } else if (warp_rows && normalized <= 32 * 32) {
+    launch.template operator()<32, 32>();
+  } else if (normalized <= normalize_threads * 8) {
+    launch.template operator()<normalize_threads, 8>();
   } else if (normalized <= normalize_threads * 32) {
-    vectorized ? launch(normalize_kernel<32, true, T>) : launch(normalize_kernel<32, false, T>);
+    launch.template operator()<normalize_threads, 32>();
   } else {
-    launch(normalize_kernel<0, false, T>);
+    launch.template operator()<normalize_threads, 0>();
   }
   XGR_CUDA_CHECK_LAUNCH();
 }
@@ -392,9 +452,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
         hints_per_row_(beam::cuda_detail::score_hints_per_row(config.max_beam_width)) {
     const std::size_t levels = codebook_sizes_.size();
     for (std::size_t depth = 0; depth <= levels; ++depth) nodes_at_depth_[depth] = trie.nodes_at_depth(depth);
-    int device = 0;
-    XGR_CUDA_CHECK(cudaGetDevice(&device));
-    XGR_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
+    multiprocessors_ = ::xgr::detail::multiprocessor_count();
     for (int side = 0; side < 2; ++side) {
       scores_[side] = DeviceBuffer<float>(max_slots_);
       nodes_[side] = DeviceBuffer<std::uint32_t>(max_slots_);
@@ -492,7 +550,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
                                         static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
                                         dense_mask ? nullptr : row_ptr_.data(), dense_mask ? nullptr : columns_.data(), column_scores,
-                                        score_hints, hints_per_row_, slots, exec.stream);
+                                        score_hints, hints_per_row_, slots, warp_rows_pay(level, slots), exec.stream);
 
     const std::span<const std::uint32_t> groups(row_begin_device_.data(), request_count() + 1);
     const TopKResult winners{MatrixView<float>{winner_values_.data(), request_count(), max_width_, config_.max_beam_width},
@@ -621,6 +679,18 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // A request's allowed entries at this level, on average (from the trie's node counts).
   [[nodiscard]] double request_entries(std::size_t level) const noexcept {
     return static_cast<double>(max_width_) * static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
+  }
+
+  // Whether the normalisation gives each row of up to 1,024 columns a warp (8 rows a block) rather
+  // than a block: where the rows' blocks fill every multiprocessor and a row has few enough children
+  // for one warp to walk (256 on average, 8 a thread). A block's 256 threads finish one row sooner;
+  // a warp a row wastes no barriers and threads on short rows (H100, docs/benchmarks/beam.md,
+  // 2026-12-07: 32 x 512 beams x 1,024 columns, 97.8 -> 59.2 us; 128 rows alone, or rows of 600
+  // children, slower).
+  [[nodiscard]] bool warp_rows_pay(std::size_t level, std::size_t rows) const noexcept {
+    constexpr double max_children = 256.0;
+    const double children = static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
+    return rows >= 8 * static_cast<std::size_t>(multiprocessors_) && children <= max_children;
   }
 
   // The fused selection's blocks per request: the largest portable cluster (8) while a request's
