@@ -169,6 +169,26 @@ std::vector<Shape> standard_shapes() {
   };
 }
 
+// Each shape through the normalisation's variants: full-vocab and level-slice rows of fp32, the
+// dense-mask baseline, bf16 and fp16.
+void compare_normalisations(std::mt19937_64& rng, const std::vector<Shape>& shapes) {
+  for (const Shape& shape : shapes) {
+    CAPTURE(shape.items);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
+    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+    compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
+  }
+}
+
+// `widths` followed by widths of up to 512 until the beams number `rows`.
+std::vector<std::uint32_t> widths_for_rows(std::size_t rows, std::vector<std::uint32_t> widths) {
+  std::size_t total = std::accumulate(widths.begin(), widths.end(), std::size_t{0});
+  for (; total < rows; total += widths.back()) widths.push_back(static_cast<std::uint32_t>(std::min<std::size_t>(512, rows - total)));
+  return widths;
+}
+
 // Sums of terms_per_sum consecutive exp_fixed terms, the way the normalisation kernel sums them.
 __global__ void exp_fixed_sums_kernel(const float* xs, std::size_t sums, int terms_per_sum, std::uint64_t* out) {
   const std::size_t sum_index = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
@@ -332,31 +352,13 @@ TEST_CASE("CUDA BeamSearcher on rows of 2,049 to 8,192 normalised columns equals
       {{4096, 4096}, 50000, false, 0, {512, 512}, 0, L::ties},                    // 1,024 rows
       {{3072, 5120}, 30000, true, 0, {640, 100}, 0, L::smooth},                   // level slices from column 3,072
   };
-  for (const Shape& shape : shapes) {
-    CAPTURE(shape.items);
-    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
-    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-  }
+  compare_normalisations(rng, shapes);
 }
-
-namespace {
-
-// `widths` followed by widths of up to 512 until the beams number `rows`.
-std::vector<std::uint32_t> widths_for_rows(std::size_t rows, std::vector<std::uint32_t> widths) {
-  std::size_t total = std::accumulate(widths.begin(), widths.end(), std::size_t{0});
-  for (; total < rows; total += widths.back()) widths.push_back(static_cast<std::uint32_t>(std::min<std::size_t>(512, rows - total)));
-  return widths;
-}
-
-}  // namespace
 
 // Rows of up to 1,024 normalised columns, which the normalisation gives a warp each (8 to a
 // block) where the rows number at least 8 per multiprocessor and have at most 256 children on
 // average (BeamSearcher::warp_rows_pay): row counts that leave the last block's warps partly idle,
-// beams of about 100 to 180 children (walked 4 a thread at a time) next to levels of a thousand
+// beams of about 20 to 180 children (walked 4 a thread at a time) next to levels of 500 to 1,000
 // children that keep a block a row, widths of 1 to 512, vectorized rows (1,024 and 512 columns)
 // and rows that are not (1,021 columns, and a slice from column 1,000), infinities, NaN and ties,
 // every element type.
@@ -370,14 +372,7 @@ TEST_CASE("CUDA BeamSearcher on many rows of up to 1,024 normalised columns (a w
       {{512, 512, 512}, 60000, false, 0, widths_for_rows(warp_rows + 100, {256}), 0, L::smooth},       // 512, vectorized
       {{1000, 1024}, 100000, true, 0, widths_for_rows(warp_rows, {128, 100}), 0, L::with_inf_and_nan},  // slices from column 1,000
   };
-  for (const Shape& shape : shapes) {
-    CAPTURE(shape.items);
-    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<float, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<float, xgr::beam::FullVocabLogSoftmax, xgr::beam::NoEarlyExitSelect, xgr::beam::DenseMaskFilter>(rng, shape);
-    compare_search<xgr::bfloat16, xgr::beam::FullVocabLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-    compare_search<xgr::half, xgr::beam::LevelSliceLogSoftmax, xgr::beam::EarlyExitSelect, xgr::beam::SparseTrieFilter>(rng, shape);
-  }
+  compare_normalisations(rng, shapes);
 }
 
 TEST_CASE("CUDA BeamSearcher reuses its buffers across batches of different shapes") {
