@@ -499,6 +499,107 @@ TEST_CASE("a mask allowing only sampled positions: a bound above 1 that fewer th
   c.check_exact();
 }
 
+TEST_CASE("the sparse filter, a block or a warp a row: the same exact results, with and without hints") {
+  // The general path filters a sparse mask's rows with a block each or a warp each (8 rows a
+  // block), sparse_batch entries a thread at a time. Both layouts on the standard sparse cases and
+  // on rows many enough for the beam step to pick warps: short and long rows,
+  // empty rows, rows of other lengths than a batch, row bounds that skip rows, variable groups,
+  // offsets, ties and special values, and survivors past the workspace's buffer (loose hints).
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(263);
+  std::vector<xgr::test::TopKCase> cases;
+  for (const auto& spec : xgr::test::standard_topk_cases(rng, 80)) {
+    if (spec.mask == xgr::MaskKind::sparse) cases.push_back(spec);
+  }
+  const std::size_t many_rows = 8 * static_cast<std::size_t>(xgr::detail::multiprocessor_count()) + 5;
+  const auto sparse_case = [](std::size_t groups, std::size_t rows_per_group, std::size_t vocab, double density, std::size_t k) {
+    xgr::test::TopKCase c;
+    c.groups = groups;
+    c.rows_per_group = rows_per_group;
+    c.vocab = vocab;
+    c.k = k;
+    c.mask = xgr::MaskKind::sparse;
+    c.density = density;
+    return c;
+  };
+  {
+    auto c = sparse_case(3, (many_rows + 2) / 3, 8192, 0.01, 256);  // about 82 entries a row
+    cases.push_back(c);
+    c.row_offsets = true;
+    c.row_bounds = true;
+    cases.push_back(c);
+    c = sparse_case(4, many_rows / 2, 1100, 0.55, 512);  // about 600 entries a row: several batches
+    c.row_offsets = true;
+    c.row_bounds = true;
+    c.variable_groups = true;
+    cases.push_back(c);
+    c = sparse_case(2, many_rows / 2, 700, 0.5, 64);
+    c.distribution = xgr::test::ScoreDistribution::specials;
+    c.row_offsets = true;
+    cases.push_back(c);
+    c = sparse_case(2, many_rows / 2, 300, 0.3, 100);
+    c.distribution = xgr::test::ScoreDistribution::few_distinct;
+    cases.push_back(c);
+    c = sparse_case(1, many_rows, 64, 0.03, 1024);  // most rows empty
+    cases.push_back(c);
+    c = sparse_case(2, 20, 6000, 0.9, 1000);  // few long rows
+    c.row_bounds = true;
+    cases.push_back(c);
+  }
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const detail::SparseRows layouts[] = {detail::SparseRows::block, detail::SparseRows::warp};
+  const char* layout_names[] = {"a block a row", "a warp a row"};
+  std::size_t case_index = 0;
+  for (const auto& spec : cases) {
+    const auto input = xgr::test::make_topk_input<float>(spec, rng);
+    const auto expected = xgr::test::brute_force_topk(input);
+    // Hints that every row's best candidate reaches (its score bound, or a score just below the
+    // row's best), or far below it: a tight bound and a loose one through the hints' bound kernel.
+    std::vector<std::vector<float>> hint_sets(2, std::vector<float>(input.rows, -std::numeric_limits<float>::infinity()));
+    for (std::size_t row = 0; row < input.rows; ++row) {
+      float best = -std::numeric_limits<float>::infinity();
+      for (std::uint32_t entry = input.row_ptr[row]; entry < input.row_ptr[row + 1]; ++entry) {
+        const float score =
+            input.scores[row * input.row_stride() + input.columns[entry]] + (input.row_offsets.empty() ? 0.0f : input.row_offsets[row]);
+        if (xgr::topk::is_selectable(score) && score > best) best = score;
+      }
+      hint_sets[0][row] = best;
+      hint_sets[1][row] = best - 50.0f;
+    }
+    for (int hints = -1; hints < 2; ++hints) {
+      DeviceTopKInput<float> device(input);
+      xgr::DeviceBuffer<float> device_hints;
+      if (hints >= 0) {
+        device_hints = xgr::to_device<float>(hint_sets[static_cast<std::size_t>(hints)]);
+        device.problem.row_score_hints = xgr::MatrixView<const float>{device_hints.data(), input.rows, 1, 1};
+      }
+      const xgr::TopKLimits limits = input.limits();
+      workspace.reserve(xgr::masked_topk_workspace_bytes<xgr::topk::EarlyExit>(xgr::exec::cuda{}, limits));
+      for (int layout = 0; layout < 2; ++layout) {
+        DeviceOutput output(input.problem().groups(), spec.k);
+        output.poison(stream.get());
+        xgr::topk::cuda_detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{stream.get()}, device.problem, output.result(),
+                                                                          limits, workspace,
+                                                                          {.fuse_hinted = false, .sparse_rows = layouts[layout]});
+        XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+        std::string why;
+        if (!xgr::test::same_results(output.to_host(), expected, &why)) {
+          FAIL_CHECK("case " << case_index << " (" << (hints < 0 ? "sampled" : hints == 0 ? "tight hints" : "loose hints") << ", "
+                             << layout_names[layout] << ") " << spec.describe() << ": " << why);
+        }
+      }
+    }
+    ++case_index;
+  }
+  CHECK(case_index >= 20);
+  // What the beam step picks: warps where rows are short or many, blocks where a few rows are long.
+  CHECK(detail::sparse_warp_rows_pay(16384, 82, 132));
+  CHECK(detail::sparse_warp_rows_pay(16384, 600, 132));
+  CHECK_FALSE(detail::sparse_warp_rows_pay(32, 1024, 132));
+  CHECK_FALSE(detail::sparse_warp_rows_pay(2048, 600, 132));
+}
+
 TEST_CASE("the streamed filter: more tiles than its first ring, staged and unstaged masks, rows of no group") {
   // Calls of more tiles than the streamed filter's blocks hold in their first rings, so that stages
   // are refilled and blocks span groups. A bitset is bulk-copied with its tile when the vocabulary

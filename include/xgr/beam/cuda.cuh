@@ -591,7 +591,8 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
       const topk::cuda_detail::CallOptions options{.first_launch = topk::cuda_detail::FirstLaunch::overlapping,
                                                    .fuse_hinted = fused,
                                                    .column_scores = column_scores,
-                                                   .hinted_blocks_per_group = fused_cluster_blocks(level)};
+                                                   .hinted_blocks_per_group = fused_cluster_blocks(level),
+                                                   .sparse_rows = sparse_filter_rows(level)};
       updated = topk::cuda_detail::enqueue_masked_topk<Select>(exec, candidates, winners, select_limits(), workspace_, options,
                                                                beam::cuda_detail::UpdateEpilogue{args});
     } else {
@@ -691,6 +692,18 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
     constexpr double max_children = 256.0;
     const double children = static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
     return rows >= 8 * static_cast<std::size_t>(multiprocessors_) && children <= max_children;
+  }
+
+  // The general path's sparse filter: a block or a warp a beam (topk::cuda_detail::
+  // sparse_warp_rows_pay), from the beams live at this level and their mean children (H100,
+  // docs/benchmarks/beam.md, 2026-12-07: 32 x 512 beams of about 630 children, 155 -> 137 us with
+  // warps; one request, or 8 of 128 beams, 1.2-1.4x slower with warps).
+  [[nodiscard]] topk::cuda_detail::SparseRows sparse_filter_rows(std::size_t level) const noexcept {
+    const std::uint64_t live_rows = request_count() * (level == 0 ? 1 : max_width_);
+    const std::uint64_t children = nodes_at_depth_[level] == 0 ? 0 : nodes_at_depth_[level + 1] / nodes_at_depth_[level];
+    return topk::cuda_detail::sparse_warp_rows_pay(live_rows, children, static_cast<std::uint64_t>(multiprocessors_))
+               ? topk::cuda_detail::SparseRows::warp
+               : topk::cuda_detail::SparseRows::block;
   }
 
   // The fused selection's blocks per request: the largest portable cluster (8) while a request's

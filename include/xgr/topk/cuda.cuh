@@ -1262,28 +1262,93 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
 #endif
 }
 
-// Sparse masks: one block per row, gathering the allowed columns.
-template <class T>
+// Sparse masks: each row's allowed entries, gathered by RowThreads threads: the block, or a warp
+// (8 rows a block) where rows are short or many (sparse_warp_rows_pay, below). A block a row kept
+// 3 of its 8 warps busy on a row of 82 entries, and had 8 rows a multiprocessor in flight. Each
+// thread requests the columns of sparse_batch entries together, then their scores: two dependent
+// round trips per sparse_batch x RowThreads entries, where one entry a thread took two per
+// RowThreads.
+inline constexpr int sparse_batch = 4;
+
+template <int RowThreads, class T>
 __global__ void __launch_bounds__(filter_threads) filter_sparse_kernel(DeviceProblem<T> problem, const CandidateKey* bounds,
                                                                         CandidateKey* survivor_max, std::uint32_t* survivor_counts,
                                                                         CandidateKey* survivors, std::size_t capacity) {
-  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel (no early trigger: see filter_dense_kernel)
-  const std::uint32_t row = blockIdx.x;
-  const std::uint32_t group = problem.group_of_row(row);
-  if (group >= problem.groups) return;
-  const CandidateKey bound = bounds[group];
-  if (row_cannot_reach(problem, row, bound)) return;
-  const std::uint32_t first_row = problem.group_begin(group);
-  const std::uint32_t length = problem.row_length(row);
-  CandidateKey* out = survivors + group * capacity;
-  for (std::uint32_t base = 0; base < length; base += filter_threads) {  // uniform trip count: whole warps reserve
-    const std::uint32_t position = base + threadIdx.x;
-    const CandidateKey key = position < length ? problem.key_at(row, position, first_row) : no_candidate;
-    const bool keep = key != no_candidate && key >= bound;
-    const std::uint32_t slot = warp_reserve(&survivor_counts[group], keep ? 1u : 0u);
-    if (__any_sync(0xffffffffu, keep)) warp_max_into(&survivor_max[group], keep ? key : no_candidate);
-    if (keep && slot < capacity) out[slot] = key;
+  static_assert(RowThreads == 32 || RowThreads == filter_threads, "a row is a warp or the block");
+  constexpr std::uint32_t rows_per_block = filter_threads / RowThreads;
+  // (Spelt out for block rows: the compiler does not know that threadIdx.x < filter_threads.)
+  const std::uint32_t row = blockIdx.x * rows_per_block + (rows_per_block == 1 ? 0 : threadIdx.x / RowThreads);
+  const std::uint32_t thread = rows_per_block == 1 ? threadIdx.x : threadIdx.x % RowThreads;
+  // The row's own inputs were written before the call's first kernel started: they are requested
+  // before the wait for the bound kernel (launched overlapping it, no early trigger: see
+  // filter_dense_kernel).
+  const std::uint32_t group = row < problem.rows ? problem.group_of_row(row) : problem.groups;
+  std::uint32_t begin = 0;
+  std::uint32_t length = 0;
+  float offset = 0.0f;
+  float row_bound = 0.0f;
+  if (group < problem.groups) {
+    begin = problem.row_ptr[row];
+    length = problem.row_ptr[row + 1] - begin;
+    offset = problem.offset(row);
+    if (problem.row_bounds != nullptr) row_bound = problem.row_bounds[row];
   }
+  ::xgr::detail::wait_for_prior_grid();
+  if (group >= problem.groups) return;  // a whole row: warp-uniform
+  const CandidateKey bound = bounds[group];
+  if (problem.row_bounds != nullptr && score_bound_below(row_bound, bound)) return;
+  const T* scores = problem.scores + row * problem.row_stride;
+  const std::uint32_t flat_base = (row - problem.group_begin(group)) * problem.vocab;
+  CandidateKey* out = survivors + group * capacity;
+  for (std::uint32_t base = 0; base < length; base += sparse_batch * RowThreads) {  // uniform trip count: whole warps reserve
+    std::uint32_t columns[sparse_batch];
+#pragma unroll
+    for (int b = 0; b < sparse_batch; ++b) {
+      const std::uint32_t position = base + b * RowThreads + thread;
+      columns[b] = position < length ? problem.columns[begin + position] : problem.vocab;  // vocab: no entry
+    }
+    CandidateKey keys[sparse_batch];
+    std::uint32_t kept = 0;
+    CandidateKey best = no_candidate;
+#pragma unroll
+    for (int b = 0; b < sparse_batch; ++b) {
+      // A column past the vocabulary is malformed input: never read, never a candidate.
+      keys[b] = columns[b] < problem.vocab ? problem.candidate_key(to_float(scores[columns[b]]) + offset, flat_base + columns[b])
+                                           : no_candidate;
+      if (keys[b] != no_candidate && keys[b] >= bound) {
+        ++kept;
+        best = keys[b] > best ? keys[b] : best;
+      }
+    }
+    if (!__any_sync(0xffffffffu, kept != 0)) continue;  // most batches, once the bound is tight
+    std::uint32_t slot = warp_reserve(&survivor_counts[group], kept);
+    warp_max_into(&survivor_max[group], best);
+#pragma unroll
+    for (int b = 0; b < sparse_batch; ++b) {
+      if (keys[b] != no_candidate && keys[b] >= bound) {
+        if (slot < capacity) out[slot] = keys[b];
+        ++slot;
+      }
+    }
+  }
+}
+
+// The sparse filter's layout (CallOptions::sparse_rows): a block a row or a warp a row.
+enum class SparseRows : std::uint8_t { block, warp };
+
+// Whether a warp a row is the sparse filter's faster layout for `rows` rows of `entries` allowed
+// entries each (on average). It counts what a multiprocessor waits for: dependent round trips, two
+// a batch of a row's entries, times the waves of rows it holds at once (2,048 threads' worth). A
+// block row takes 1,024 entries a batch and 8 rows a wave; a warp row 128 entries and 64 rows.
+// So warps win where rows are short or many, blocks where a few rows are long. Ties go to warps.
+[[nodiscard]] inline bool sparse_warp_rows_pay(std::uint64_t rows, std::uint64_t entries, std::uint64_t multiprocessors) {
+  constexpr std::uint64_t resident_threads = 2048;  // a multiprocessor's, on compute capability 8.0 to 9.0
+  const auto at_least_one = [](std::uint64_t value, std::uint64_t per) { return value == 0 ? 1 : (value + per - 1) / per; };
+  const std::uint64_t block_cost = at_least_one(rows, multiprocessors * (resident_threads / filter_threads)) *
+                                   at_least_one(entries, std::uint64_t{sparse_batch} * filter_threads);
+  const std::uint64_t warp_cost =
+      at_least_one(rows, multiprocessors * (resident_threads / 32)) * at_least_one(entries, std::uint64_t{sparse_batch} * 32);
+  return warp_cost <= block_cost;
 }
 
 // ---- kernel 3: exact selection -----------------------------------------------------------------
@@ -2077,10 +2142,17 @@ void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positio
 // The filter and the select, launched overlapping the kernel that wrote the bounds.
 template <class T, class Epilogue = NoEpilogue>
 void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity,
-                              const TopKResult& result, cudaStream_t stream, const Epilogue& epilogue = {}) {
+                              const TopKResult& result, cudaStream_t stream, SparseRows sparse_rows, const Epilogue& epilogue = {}) {
   if (problem.mask == MaskKind::sparse) {
-    ::xgr::detail::launch_overlapping(filter_sparse_kernel<T>, problem.rows, filter_threads, 0, stream, problem, scratch.bounds,
-                                      scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
+    const auto launch = [&](auto kernel, std::uint32_t rows_per_block) {
+      ::xgr::detail::launch_overlapping(kernel, (problem.rows + rows_per_block - 1) / rows_per_block, filter_threads, 0, stream, problem,
+                                        scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
+    };
+    if (sparse_rows == SparseRows::warp) {
+      launch(filter_sparse_kernel<32, T>, filter_threads / 32);
+    } else {
+      launch(filter_sparse_kernel<filter_threads, T>, 1);
+    }
   } else {
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const std::uint32_t tiles = problem.rows * tiles_per_row;
@@ -2147,6 +2219,11 @@ struct CallOptions {
   const float* column_scores = nullptr;
   // The fused kernel's blocks per group (its cluster's size), 1 to max_hinted_cluster_blocks.
   unsigned hinted_blocks_per_group = hinted_cluster_blocks;
+  // The general path's sparse filter: a block or a warp a row. A caller that knows its live rows and
+  // their entries picks with sparse_warp_rows_pay (the beam step does). masked_topk keeps blocks:
+  // with warps wherever that rule picks them, its sparse rows of 4,096 or more rows took 1.05-1.09x
+  // the time (H100, docs/benchmarks/topk.md, 2026-12-07; not profiled).
+  SparseRows sparse_rows = SparseRows::block;
 };
 
 // The call's last kernel runs `epilogue`.
@@ -2184,7 +2261,7 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
   } else {
     sample_and_bound(problem, max_positions, scratch, stream, options.fuse_sample_bound);
   }
-  launch_filter_and_select(problem, scratch, capacity, result, stream, epilogue);
+  launch_filter_and_select(problem, scratch, capacity, result, stream, options.sparse_rows, epilogue);
 }
 
 }  // namespace topk::cuda_detail
