@@ -2221,8 +2221,9 @@ struct CallOptions {
   unsigned hinted_blocks_per_group = hinted_cluster_blocks;
   // The general path's sparse filter: a block or a warp a row. A caller that knows its live rows and
   // their entries picks with sparse_warp_rows_pay (the beam step does). masked_topk keeps blocks:
-  // with warps wherever that rule picks them, its sparse rows of 4,096 or more rows took 1.05-1.09x
-  // the time (H100, docs/benchmarks/topk.md, 2026-12-07; not profiled).
+  // with warps wherever that rule picks them, its sparse benchmark rows of 8,192 or more rows of 82
+  // entries, and of 4,096 or more of 328, took 1.05-1.09x the time (H100, docs/benchmarks/topk.md,
+  // 2026-12-07; not profiled).
   SparseRows sparse_rows = SparseRows::block;
 };
 
