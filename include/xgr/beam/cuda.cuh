@@ -690,8 +690,15 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // children, slower).
   [[nodiscard]] bool warp_rows_pay(std::size_t level, std::size_t rows) const noexcept {
     constexpr double max_children = 256.0;
-    const double children = static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
-    return rows >= 8 * static_cast<std::size_t>(multiprocessors_) && children <= max_children;
+    return rows >= 8 * static_cast<std::size_t>(multiprocessors_) && mean_children(level) <= max_children;
+  }
+
+  // A beam's mean children at this level, from the trie's node counts (0 at a level without nodes,
+  // where no beam is live). request_entries keeps its own arithmetic: it multiplies before it
+  // divides, and fused_selection_pays compares its result against exact thresholds.
+  [[nodiscard]] double mean_children(std::size_t level) const noexcept {
+    return nodes_at_depth_[level] == 0 ? 0.0
+                                       : static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
   }
 
   // The general path's sparse filter: a block or a warp a beam (topk::cuda_detail::
@@ -700,7 +707,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // warps; one request, or 8 of 128 beams, 1.2-1.4x slower with warps).
   [[nodiscard]] topk::cuda_detail::SparseRows sparse_filter_rows(std::size_t level) const noexcept {
     const std::uint64_t live_rows = request_count() * (level == 0 ? 1 : max_width_);
-    const std::uint64_t children = nodes_at_depth_[level] == 0 ? 0 : nodes_at_depth_[level + 1] / nodes_at_depth_[level];
+    const auto children = static_cast<std::uint64_t>(mean_children(level));
     return topk::cuda_detail::sparse_warp_rows_pay(live_rows, children, static_cast<std::uint64_t>(multiprocessors_))
                ? topk::cuda_detail::SparseRows::warp
                : topk::cuda_detail::SparseRows::block;
