@@ -14,6 +14,8 @@
 //   beam/step/<dtype>/level:1/policy:<p>/...  the step at level 1: B live beams per request, each
 //                                             reading its full logits row (the expensive step)
 //   beam/step/<dtype>/level:2/policy:default  the last step (live beams at depth-2 trie nodes)
+//   beam/step/<dtype>/level:0/policy:default  the first step: one live beam a request (the root),
+//                                             whose children are (nearly) every first-level code
 //
 // Policies (each its own row; scripts/beam_table.py joins them by shape):
 //   default        FullVocabLogSoftmax, EarlyExitSelect, SparseTrieFilter
@@ -503,6 +505,7 @@ void add(const char* dtype, std::size_t level, const char* policy, const Shape& 
           add<float, EarlyExitSelect, DenseMaskFilter>("f32", 1, "dense_mask", shape);
           add<float, NoEarlyExitSelect, SparseTrieFilter>("f32", 1, "no_early_exit", shape);
           add<float, EarlyExitSelect, SparseTrieFilter>("f32", 2, "default", shape);
+          add<float, EarlyExitSelect, SparseTrieFilter>("f32", 0, "default", shape);
           if (codebook == 8192 && items == 1000000 && beams == 256 && requests >= 8) {
             add<xgr::bfloat16, EarlyExitSelect, SparseTrieFilter>("bf16", 1, "default", shape);
           }

@@ -538,14 +538,17 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
     // The cap binds only below this batch's widest request (K >= B_r changes nothing).
     const bool pooled = pool_width_ != 0 && pool_width_ < max_width_;
-    // EarlyExit's bound for each request comes from the normalisation's score hints instead of a
-    // sample of the logits. Not at level 0: a request has one live beam then, whose few hints
-    // cannot number k (unless k is that small), and the sample does better.
-    const bool hinted = std::is_same_v<Select, topk::EarlyExit> && !pooled && (level > 0 || max_width_ <= hints_per_row_);
-    float* const score_hints = hinted ? score_hints_.data() : nullptr;
+    const bool early_exit = std::is_same_v<Select, topk::EarlyExit> && !pooled;
     // For the fused selection, the normalisation writes each allowed entry's score next to its
     // token, so that the selection reads entries instead of gathering their logits.
-    const bool fused = hinted && !dense_mask && fused_selection_pays(level);
+    const bool fused = early_exit && !dense_mask && fused_selection_pays(level);
+    // EarlyExit's bound for each request comes from the normalisation's score hints instead of a
+    // sample of the logits. At level 0 a request has one live beam, whose few hints number k only
+    // for narrow requests: the general path samples the logits then. The fused selection takes
+    // the hints at every level: where they cannot bound it, it stages and selects all of a
+    // request's entries, which at level 0 are the root's children alone.
+    const bool hinted = early_exit && (fused || level > 0 || max_width_ <= hints_per_row_);
+    float* const score_hints = hinted ? score_hints_.data() : nullptr;
     float* const column_scores = fused ? column_scores_.data() : nullptr;
     beam::cuda_detail::launch_normalize(logits, trie_, nodes_[now].data(), scores_[now].data(), static_cast<std::uint32_t>(norm_begin),
                                         static_cast<std::uint32_t>(norm_end), token_offset, offsets_.data(), bounds_.data(),
@@ -677,9 +680,11 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
  private:
   [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }
-  // A request's allowed entries at this level, on average (from the trie's node counts).
+  // A request's allowed entries at this level, on average (from the trie's node counts): its live
+  // beams (the root alone at level 0, up to its width after) times a beam's mean children.
   [[nodiscard]] double request_entries(std::size_t level) const noexcept {
-    return static_cast<double>(max_width_) * static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
+    const double live_beams = level == 0 ? 1.0 : static_cast<double>(max_width_);
+    return live_beams * static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
   }
 
   // Whether the normalisation gives each row of up to 1,024 columns a warp (8 rows a block) rather
