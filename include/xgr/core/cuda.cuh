@@ -301,6 +301,12 @@ __device__ inline void cluster_atomic_max(std::uint32_t address, std::uint32_t v
 #endif
 }
 
+__device__ inline void cluster_atomic_min(std::uint32_t address, std::uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.shared::cluster.min.u32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+#endif
+}
+
 __device__ inline std::uint32_t cluster_load(std::uint32_t address) {
   std::uint32_t value = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
