@@ -1536,6 +1536,17 @@ __device__ void run_epilogue(const Epilogue& epilogue, std::uint32_t group) {
   }
 }
 
+// The low end of the range a select of filter survivors splits into bins: the group's bound, or,
+// without one (1: the sample or the hints held fewer than the rank they need, so every candidate
+// survived), the survivors' lowest key, measured by a pass over them. Split from 1, the whole key
+// range, they fell into one or two bins (see hinted_sparse_select_kernel). Block-wide.
+template <class ForEachKey>
+__device__ CandidateKey survivors_low(CandidateKey bound, ForEachKey&& survivors, SelectShared& shared) {
+  if (bound > 1) return bound;
+  key_range(survivors, shared);
+  return shared.low;
+}
+
 enum class SelectSource : std::uint8_t {
   input,              // select over the group's input (NoEarlyExit)
   survivors,          // filter survivors, all within [bounds[g], survivor_max[g]]
@@ -1616,18 +1627,19 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
         }
       }
       __syncthreads();
+      const SharedKeyArray staged{boundary, found};
+      const CandidateKey low = survivors_low(bound, staged, shared.select);
       // The histogram is still as the kernel's start cleared it.
-      written = write_binned_top_k<select_threads>(boundary, found, boundary_capacity, k, bound, highest, shared.select, group, values,
+      written = write_binned_top_k<select_threads>(boundary, found, boundary_capacity, k, low, highest, shared.select, group, values,
                                                    values_stride, indices, indices_stride, counts);
       if (!written) {
-        const SharedKeyArray staged{boundary, found};
-        const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, bound, highest);
+        const CandidateKey threshold = select_threshold(staged, k, shared.select, 0, true, low, highest);
         staged([&](CandidateKey key) {
           if (key >= threshold) add_winner(shared, key, k);
         });
       }
     } else {
-      const CandidateKey low = bound;
+      const CandidateKey low = survivors_low(bound, keys, shared.select);
       const CandidateKey high = highest;
       const SplitBins bins(low, high);
       const int shift = bins.shift;
