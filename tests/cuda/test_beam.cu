@@ -340,13 +340,15 @@ TEST_CASE("CUDA BeamSearcher on 32 requests of beams with 256 children each equa
 }
 
 // Level 0, where each request has one live beam, the root, with more children than the fused
-// selection stages in shared memory (about 13,000 of them): one row's few score hints cannot number
-// k, so the fused kernel selects without a bound, staging what fits and spilling the rest into the
-// workspace (BeamSearcher::fused_selection_pays counts one live beam a request at level 0).
+// selection stages in shared memory (about 17,000 and 14,000 in the two catalogues): one row's few
+// score hints cannot number k, so the fused kernel selects without a bound, staging what fits and
+// spilling the rest into the workspace (BeamSearcher::fused_selection_pays counts one live beam a
+// request at level 0).
 TEST_CASE("CUDA BeamSearcher at level 0 with more root children than the fused selection stages") {
   std::mt19937_64 rng = xgr::test::make_rng(311);
   using L = Shape::Logits;
-  const Shape shapes[] = {{{20000, 64}, 60000, true, 0, {300, 1, 64}, 0, L::smooth}, {{16000, 16}, 60000, false, 0, {512, 512}, 0, L::ties}};
+  const Shape shapes[] = {{{20000, 64}, 60000, true, 0, {300, 1, 64}, 0, L::smooth},
+                          {{16000, 16}, 60000, false, 0, {512, 512}, 0, L::ties}};
   for (const Shape& shape : shapes) {
     std::mt19937_64 same = rng;  // compare_search builds its trie first, from the same draws
     REQUIRE(random_trie(same, shape.codebooks, shape.items).nodes_at_depth(1) > xgr::topk::cuda_detail::hinted_staged_capacity);
