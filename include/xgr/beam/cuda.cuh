@@ -680,11 +680,14 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
 
  private:
   [[nodiscard]] std::size_t sparse_entries() const noexcept { return dense_mask ? 0 : columns_.size(); }
+  // A request's live beams at this level, at most: the root alone at level 0, its width after.
+  [[nodiscard]] std::size_t live_beams(std::size_t level) const noexcept { return level == 0 ? 1 : max_width_; }
+
   // A request's allowed entries at this level, on average (from the trie's node counts): its live
-  // beams (the root alone at level 0, up to its width after) times a beam's mean children.
+  // beams times a beam's mean children.
   [[nodiscard]] double request_entries(std::size_t level) const noexcept {
-    const double live_beams = level == 0 ? 1.0 : static_cast<double>(max_width_);
-    return live_beams * static_cast<double>(nodes_at_depth_[level + 1]) / static_cast<double>(nodes_at_depth_[level]);
+    return static_cast<double>(live_beams(level)) * static_cast<double>(nodes_at_depth_[level + 1]) /
+           static_cast<double>(nodes_at_depth_[level]);
   }
 
   // Whether the normalisation gives each row of up to 1,024 columns a warp (8 rows a block) rather
@@ -711,7 +714,7 @@ class BeamSearcher<exec::cuda, Normalize, Select, Filter> {
   // docs/benchmarks/beam.md, 2026-12-07: 32 x 512 beams of about 630 children, 155 -> 137 us with
   // warps; one request, or 8 of 128 beams, 1.2-1.4x slower with warps).
   [[nodiscard]] topk::cuda_detail::SparseRows sparse_filter_rows(std::size_t level) const noexcept {
-    const std::uint64_t live_rows = request_count() * (level == 0 ? 1 : max_width_);
+    const std::uint64_t live_rows = request_count() * live_beams(level);
     const auto children = static_cast<std::uint64_t>(mean_children(level));
     return topk::cuda_detail::sparse_warp_rows_pay(live_rows, children, static_cast<std::uint64_t>(multiprocessors_))
                ? topk::cuda_detail::SparseRows::warp
