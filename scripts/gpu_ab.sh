@@ -12,6 +12,9 @@
 #                       that lacks the branch.
 #   XGR_AB_NEW_FLAGS    extra nvcc flags for the new build only (e.g. -DNAME=VALUE to pick a variant
 #                       of the change; default none)
+#   XGR_AB_EXTRA_REFS   more sides, space-separated refs or directories (e.g. the first commit of a
+#                       branch and the branch itself), built and run in the same alternating rounds;
+#                       the table gets a ratio column for each (default none)
 #   XGR_AB_BENCH        benchmark sources besides main.cu and bench_copy.cu (default: bench_attention;
 #                       e.g. "bench_topk bench_beam")
 #   XGR_AB_ROUNDS       alternating rounds (default 3)
@@ -71,21 +74,28 @@ build() {  # build NAME [EXTRA_FLAGS]: objects in parallel, then link
   nvcc -gencode "$arch" "${objects[@]}" -o "$tree/xgr_benchmarks" -lbenchmark -lpthread -lcublas > "$out/build_$1_link.log" 2>&1
 }
 
+read -r -a extra_refs <<< "${XGR_AB_EXTRA_REFS:-}"
+sides=(base new)
 make_tree base "$base_ref"
 make_tree new "$new_ref"
-build base & base_pid=$!
-build new "${XGR_AB_NEW_FLAGS:-}" & new_pid=$!
+for i in "${!extra_refs[@]}"; do
+  make_tree "extra$((i + 1))" "${extra_refs[$i]}"
+  sides+=("extra$((i + 1))")
+done
+build base & build_pids=($!)
+build new "${XGR_AB_NEW_FLAGS:-}" & build_pids+=($!)
+for side in "${sides[@]:2}"; do
+  build "$side" & build_pids+=($!)
+done
 status=0
-wait $base_pid || status=1
-wait $new_pid || status=1
+for pid in "${build_pids[@]}"; do wait "$pid" || status=1; done
 [ $status = 0 ] || exit 1
-echo "gpu_ab: built base ($base_ref) and new (${new_ref:-working tree}${XGR_AB_NEW_FLAGS:+ with $XGR_AB_NEW_FLAGS})"
+echo "gpu_ab: built base ($base_ref) and new (${new_ref:-working tree}${XGR_AB_NEW_FLAGS:+ with $XGR_AB_NEW_FLAGS})${XGR_AB_EXTRA_REFS:+ and $XGR_AB_EXTRA_REFS}"
 [ "${XGR_AB_BUILD_ONLY:-0}" = 1 ] && exit 0
 
-: > "$out/base.log"
-: > "$out/new.log"
+for side in "${sides[@]}"; do : > "$out/$side.log"; done
 for round in $(seq "$rounds"); do
-  for side in base new; do
+  for side in "${sides[@]}"; do
     if ! "$trees/$side/xgr_benchmarks" --benchmark_filter="$filter" >> "$out/$side.log" 2>&1; then
       echo "gpu_ab: the $side benchmarks failed or found no GPU; see $out/$side.log" >&2
       exit 1
@@ -99,4 +109,10 @@ name_of() { if [ -d "$1/include" ]; then echo "directory"; else git rev-parse --
 base_name="$base_ref ($(name_of "$base_ref"))"
 new_name=${new_ref:+"$new_ref ($(name_of "$new_ref"))"}
 new_name="${new_name:-working tree}${XGR_AB_NEW_FLAGS:+ $XGR_AB_NEW_FLAGS}"
-python3 scripts/ab_table.py "$out/base.log" "$out/new.log" --names "$base_name,$new_name" | tee "$out/ab.md"
+names="$base_name,$new_name"
+logs=("$out/base.log" "$out/new.log")
+for i in "${!extra_refs[@]}"; do
+  names+=",${extra_refs[$i]} ($(name_of "${extra_refs[$i]}"))"
+  logs+=("$out/extra$((i + 1)).log")
+done
+python3 scripts/ab_table.py "${logs[@]}" --names "$names" | tee "$out/ab.md"
