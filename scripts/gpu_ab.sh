@@ -110,9 +110,7 @@ base_name="$base_ref ($(name_of "$base_ref"))"
 new_name=${new_ref:+"$new_ref ($(name_of "$new_ref"))"}
 new_name="${new_name:-working tree}${XGR_AB_NEW_FLAGS:+ $XGR_AB_NEW_FLAGS}"
 names="$base_name,$new_name"
-logs=("$out/base.log" "$out/new.log")
-for i in "${!extra_refs[@]}"; do
-  names+=",${extra_refs[$i]} ($(name_of "${extra_refs[$i]}"))"
-  logs+=("$out/extra$((i + 1)).log")
-done
+for ref in "${extra_refs[@]}"; do names+=",$ref ($(name_of "$ref"))"; done
+logs=()
+for side in "${sides[@]}"; do logs+=("$out/$side.log"); done
 python3 scripts/ab_table.py "${logs[@]}" --names "$names" | tee "$out/ab.md"
