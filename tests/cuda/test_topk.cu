@@ -613,9 +613,13 @@ TEST_CASE("the streamed filter: more tiles than its first ring, staged and unsta
   const auto check = [&](const xgr::test::TopKInput<float>& input) {
     const std::size_t tiles = input.rows * ((input.spec.vocab + detail::filter_tile - 1) / detail::filter_tile);
     REQUIRE_MESSAGE(tiles > first_rings, tiles << " tiles fit the first rings (" << first_rings << " tiles)");
-    const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get());
-    std::string why;
-    CHECK_MESSAGE(xgr::test::same_results(actual, xgr::test::brute_force_topk(input), &why), input.spec.describe() << ": " << why);
+    const auto expected = xgr::test::brute_force_topk(input);
+    for (const bool flags : {true, false}) {
+      const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get(), {.group_flags = flags});
+      std::string why;
+      CHECK_MESSAGE(xgr::test::same_results(actual, expected, &why),
+                    input.spec.describe() << (flags ? ", group flags: " : ", grid waits: ") << why);
+    }
   };
   const std::size_t rows = first_rings / 2 + 64;  // two tiles a row: rows x 2 tiles > first_rings
   for (const std::size_t vocab : {std::size_t{16384}, std::size_t{16388}}) {
@@ -723,6 +727,102 @@ TEST_CASE("the streamed filter under looser bounds: warp buffers flushed, tiles 
   spec.row_offsets = true;
   const auto input = xgr::test::make_topk_input<float>(spec, rng);
   check(input, {spec.k, 100, 2048, spec.vocab});
+}
+
+TEST_CASE("group flags: the streamed filter and the select take each group as it is ready, on every shape") {
+  // Random shapes of the path that hands bounds and survivors on by flags (fp32, dense or bitset,
+  // rows of a tile or more, groups of at most 8 sample blocks): one group or many, groups of one
+  // row (a filter block spans many), of random sizes, some empty, and rows of no group before the
+  // first and after the last; each checked with the flags and with the grid-wide waits.
+  namespace detail = xgr::topk::cuda_detail;
+  auto rng = xgr::test::make_rng(271);
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace;
+  const auto pick = [&](std::initializer_list<std::size_t> values) {
+    return *(values.begin() + std::uniform_int_distribution<std::size_t>(0, values.size() - 1)(rng));
+  };
+  for (int draw = 0; draw < 40; ++draw) {
+    xgr::test::TopKCase spec;
+    spec.groups = pick({1, 2, 3, 8, 33});
+    spec.rows_per_group = pick({1, 2, 7, 64});
+    spec.vocab = pick({8192, 8196, 16384, 24572});
+    spec.k = std::min<std::size_t>(pick({1, 17, 256, 1024}), spec.rows_per_group * spec.vocab);
+    spec.mask = draw % 3 == 0 ? xgr::MaskKind::bitset : xgr::MaskKind::none;
+    spec.density = pick({1, 10, 60}) / 100.0;
+    spec.row_offsets = draw % 2 == 0;
+    spec.variable_groups = draw % 4 == 1;
+    spec.distribution = draw % 5 == 2 ? xgr::test::ScoreDistribution::specials : xgr::test::ScoreDistribution::normal;
+    auto input = xgr::test::make_topk_input<float>(spec, rng);
+    if (spec.variable_groups && spec.groups > 2) {
+      // Rows before the first group and after the last, and an empty group in the middle (the
+      // group after it takes its rows; the limits follow).
+      auto& offsets = input.group_row_offsets;
+      offsets[0] = std::min<std::uint32_t>(offsets[1], 1);
+      offsets[2] = offsets[1];
+      offsets.back() -= std::min<std::uint32_t>(1, offsets.back() - offsets[offsets.size() - 2]);
+      for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
+        input.spec.rows_per_group = std::max<std::size_t>(input.spec.rows_per_group, offsets[g + 1] - offsets[g]);
+      }
+    }
+    const auto expected = xgr::test::brute_force_topk(input);
+    for (const bool flags : {true, false}) {
+      const auto actual = run_cuda<xgr::topk::EarlyExit>(input, workspace, stream.get(), {.group_flags = flags});
+      std::string why;
+      if (!xgr::test::same_results(actual, expected, &why)) {
+        FAIL_CHECK(input.spec.describe() << (flags ? ", group flags: " : ", grid waits: ") << why);
+      }
+    }
+  }
+  CHECK(detail::filter_tile == 8192);  // the vocabularies above are a tile or more
+}
+
+TEST_CASE("group flags: a call over a workspace full of garbage, and replayed from a CUDA graph on fresh scores") {
+  // The flags live in the workspace, which other calls (other shapes, other policies) write over
+  // between calls: every call must clear them before any kernel reads them. All bytes 0xff make a
+  // stale flag read as "bound ready" and "every tile filtered". A CUDA graph replays the same
+  // launches with the same arguments, so each replay must clear and set them anew.
+  auto rng = xgr::test::make_rng(277);
+  xgr::test::TopKCase spec;
+  spec.groups = 8;
+  spec.rows_per_group = 48;
+  spec.vocab = 8192;
+  spec.k = 256;
+  spec.row_offsets = true;
+  auto input = xgr::test::make_topk_input<float>(spec, rng);
+  const xgr::TopKLimits limits = input.limits();
+  xgr::Stream stream;
+  xgr::DeviceWorkspace workspace(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, limits));
+  DeviceTopKInput<float> device(input);
+  DeviceOutput output(spec.groups, spec.k);
+  const auto check = [&](const char* what) {
+    XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    std::string why;
+    CHECK_MESSAGE(xgr::test::same_results(output.to_host(), xgr::test::brute_force_topk(input), &why), what << ": " << why);
+  };
+  for (int call = 0; call < 3; ++call) {
+    XGR_CUDA_CHECK(cudaMemsetAsync(workspace.data(), 0xff, workspace.capacity_bytes(), stream.get()));
+    output.poison(stream.get());
+    xgr::masked_topk(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
+    check("over a workspace of 0xff bytes");
+  }
+  cudaGraph_t graph = nullptr;
+  XGR_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+  xgr::masked_topk(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
+  XGR_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+  cudaGraphExec_t replay = nullptr;
+  XGR_CUDA_CHECK(cudaGraphInstantiate(&replay, graph, 0));
+  for (int round = 0; round < 4; ++round) {
+    input = xgr::test::make_topk_input<float>(spec, rng);  // fresh scores and offsets, same shape
+    XGR_CUDA_CHECK(cudaMemcpyAsync(device.scores.data(), input.scores.data(), device.scores.bytes(), cudaMemcpyHostToDevice, stream.get()));
+    XGR_CUDA_CHECK(
+        cudaMemcpyAsync(device.row_offsets.data(), input.row_offsets.data(), device.row_offsets.bytes(), cudaMemcpyHostToDevice, stream.get()));
+    if (round % 2 == 1) XGR_CUDA_CHECK(cudaMemsetAsync(workspace.data(), 0xff, workspace.capacity_bytes(), stream.get()));
+    output.poison(stream.get());
+    XGR_CUDA_CHECK(cudaGraphLaunch(replay, stream.get()));
+    check(round % 2 == 1 ? "a replay over a workspace of 0xff bytes" : "a replay");
+  }
+  XGR_CUDA_CHECK(cudaGraphExecDestroy(replay));
+  XGR_CUDA_CHECK(cudaGraphDestroy(graph));
 }
 
 TEST_CASE("the CUDA path rejects bad arguments before launching anything") {

@@ -111,6 +111,43 @@ __device__ inline void allow_dependent_launch() {
 #endif
 }
 
+// Counters in global memory that hand work from the blocks of one kernel to those of another
+// running at the same time, finer than wait_for_prior_grid()'s whole grid. A writer publishes with
+// publish_count() after its writes (and, behind a block barrier, its block's); a reader that
+// await_count() returns to sees those writes, and so do the threads of its block after a barrier
+// (release / acquire at GPU scope). A block may wait only on blocks that are sure to run: those of
+// its own grid that are resident, or those of an earlier kernel it was launched overlapping (a
+// programmatic dependent launch starts only after every block of the kernel before it has called
+// allow_dependent_launch(), that is, is running). Compute capability 7.0 and later.
+__device__ inline void publish_count(std::uint32_t* counter, std::uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter), "r"(value) : "memory");
+#endif
+}
+
+__device__ inline std::uint32_t load_count(const std::uint32_t* counter) {
+  std::uint32_t value = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(value) : "l"(counter) : "memory");
+#endif
+  return value;
+}
+
+// Returns once *counter >= target. The back-off stays short: the wait is on the critical path, and
+// the readers are a few per multiprocessor.
+__device__ inline void await_count(const std::uint32_t* counter, std::uint32_t target) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  unsigned pause = 32;
+  while (load_count(counter) < target) {
+    __nanosleep(pause);
+    pause = pause < 256 ? pause * 2 : pause;
+  }
+#else
+  (void)counter;
+  (void)target;
+#endif
+}
+
 // Whether the current device runs programmatic dependent launches (a cheap attribute query).
 [[nodiscard]] inline bool overlapping_launch_supported() {
   int device = 0;

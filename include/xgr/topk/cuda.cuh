@@ -641,6 +641,41 @@ __global__ void __launch_bounds__(Threads) bound_kernel(DeviceProblem<T> problem
                                                       rank, group, bounds, survivor_max, survivor_counts);
 }
 
+// Per-group hand-offs between the three kernels of the fused sample (sample_bound_kernel), the
+// streamed filter and the select, in place of each kernel's wait for the whole grid before it.
+// The grid-wide wait returned about 2 us after the last bound was written, while the filter's
+// first rings sat full, and the select waited for the filter's last block whatever its group.
+// With flags a filter block takes up a group's tiles once that group's bound is out, and a group's
+// select starts once that group's tiles are filtered. Both counters are cleared by the sample's
+// first block of the group before any block of the call can read them: the filter starts only
+// after every sample block has called allow_dependent_launch(), which each calls after the clear.
+struct GroupFlags {
+  std::uint32_t* bound_ready = nullptr;     // per group: 1 once its bound, survivor count and maximum are written
+  std::uint32_t* tiles_filtered = nullptr;  // per group: its tiles that filter blocks are done with, survivors written
+  std::uint32_t tiles_per_row = 0;
+  [[nodiscard]] __host__ __device__ bool on() const { return bound_ready != nullptr; }
+};
+
+// A filter block's last act: for each group its tiles [first_tile, end_tile) touch, publishes how
+// many of them it filtered. Thread 0, after a block barrier that follows every survivor write.
+template <class T>
+__device__ void publish_filtered_tiles(const DeviceProblem<T>& problem, const GroupFlags& flags, std::uint32_t first_tile,
+                                       std::uint32_t end_tile) {
+  if (first_tile >= end_tile) return;
+  const std::uint32_t first_row = first_tile / flags.tiles_per_row;
+  // The group of the first row; rows of no group lie before the first group or after the last.
+  std::uint32_t group = problem.group_of_row(first_row);
+  if (group == problem.groups && first_row < problem.group_begin(0)) group = 0;
+  for (; group < problem.groups; ++group) {
+    const std::uint32_t group_first = problem.group_begin(group) * flags.tiles_per_row;
+    if (group_first >= end_tile) break;
+    const std::uint32_t group_end = problem.group_end(group) * flags.tiles_per_row;
+    const std::uint32_t begin = group_first > first_tile ? group_first : first_tile;
+    const std::uint32_t end = group_end < end_tile ? group_end : end_tile;
+    if (end > begin) ::xgr::detail::publish_count(&flags.tiles_filtered[group], end - begin);
+  }
+}
+
 // Sample and bound in one launch, for dense and bitset groups sampled by at most
 // max_sample_cluster_blocks blocks (compute capability 9.0+): a thread block cluster per group,
 // whose blocks sample as sample_kernel does and store the runs they keep into the first block's
@@ -656,7 +691,16 @@ inline constexpr int sample_cluster_values_per_thread = static_cast<int>(max_sam
 template <class T>
 __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProblem<T> problem, std::uint32_t blocks_per_group,
                                                                       std::uint32_t kept_per_warp, CandidateKey* bounds,
-                                                                      CandidateKey* survivor_max, std::uint32_t* survivor_counts) {
+                                                                      CandidateKey* survivor_max, std::uint32_t* survivor_counts,
+                                                                      GroupFlags flags) {
+  if (flags.on()) {
+    if (blockIdx.x % blocks_per_group == 0 && threadIdx.x == 0) {
+      flags.bound_ready[blockIdx.x / blocks_per_group] = 0;
+      flags.tiles_filtered[blockIdx.x / blocks_per_group] = 0;
+      __threadfence();  // cleared in device memory before this block lets the filter in
+    }
+    __syncthreads();
+  }
   ::xgr::detail::allow_dependent_launch();  // the filter blocks may become resident and request their first tiles
   // The first block's shared memory takes the others' runs only once it has started: arrive now,
   // wait after the sample.
@@ -688,6 +732,7 @@ __global__ void __launch_bounds__(sample_threads) sample_bound_kernel(DeviceProb
   const std::uint32_t rank = bound_rank(k, runs, positions);
   write_group_bound<sample_threads, sample_cluster_values_per_thread>(kept, blocks_per_group * warps * kept_per_warp, rank, group, bounds,
                                                                      survivor_max, survivor_counts);
+  if (flags.on() && threadIdx.x == 0) ::xgr::detail::publish_count(&flags.bound_ready[group], 1);  // the thread that wrote them
 }
 
 // Score hints as the kernels see them (TopKProblem::row_score_hints).
@@ -1157,7 +1202,7 @@ __device__ void filter_staged_tile_by_warp(const DeviceProblem<T>& problem, cons
 template <class T>
 __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_stream_kernel(
     DeviceProblem<T> problem, std::uint32_t tiles_per_row, std::uint32_t tiles, bool stage_mask, const CandidateKey* bounds,
-    CandidateKey* survivor_max, std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity) {
+    CandidateKey* survivor_max, std::uint32_t* survivor_counts, CandidateKey* survivors, std::size_t capacity, GroupFlags flags) {
   // The select's blocks may become resident on an SM as soon as one of its two filter blocks ends
   // (the last filter blocks end several us after the first), and wait there for the whole grid.
   ::xgr::detail::allow_dependent_launch();
@@ -1222,7 +1267,9 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
   if (threadIdx.x == 0) {
     for (std::uint32_t stage = 0; stage < stages; ++stage) request(stage);
   }
-  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the bound kernel
+  // Launched overlapping the bound's kernel: with flags, each group's bound is awaited where its
+  // first tile is filtered.
+  if (!flags.on()) ::xgr::detail::wait_for_prior_grid();
   // Tiles are consumed in the order they were requested, so the first stage marked `end` ends the
   // block. Thread 0 refills the stage of tile i - 1 before it waits for tile i: at most one tile
   // after the slowest warp, and never ahead of a warp that is still reading it.
@@ -1239,6 +1286,7 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     if (record.where.live) {
       if (record.where.group != bound_group) {
         bound_group = record.where.group;
+        if (flags.on()) ::xgr::detail::await_count(&flags.bound_ready[bound_group], 1);
         group_bound = bounds[bound_group];
       }
       filter_staged_tile_by_warp<vector>(problem, record, reinterpret_cast<const T*>(ring + stage * stage_bytes),
@@ -1251,7 +1299,7 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
 #else
   (void)stage_mask;
   __shared__ BlockReserve reserve;
-  ::xgr::detail::wait_for_prior_grid();
+  ::xgr::detail::wait_for_prior_grid();  // ordinary stream order on these devices: every bound is out
   for (std::uint32_t tile = first_tile; tile < end_tile; ++tile) {
     const FilterTile where = locate_filter_tile(problem, tiles_per_row, tile);
     if (!where.live) continue;
@@ -1260,6 +1308,10 @@ __global__ void __launch_bounds__(filter_threads, stream_blocks_per_sm) filter_s
     filter_loaded_tile<vector>(problem, where, values, bounds, survivor_max, survivor_counts, survivors, capacity, reserve);
   }
 #endif
+  if (flags.on()) {
+    __syncthreads();  // every warp's survivors are written
+    if (threadIdx.x == 0) publish_filtered_tiles(problem, flags, first_tile, end_tile);
+  }
 }
 
 // Sparse masks: each row's allowed entries, gathered by RowThreads threads: the block, or a warp
@@ -1563,7 +1615,7 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
                                                                  const std::uint32_t* survivor_counts, const CandidateKey* survivors,
                                                                  std::size_t capacity, float* values, std::size_t values_stride,
                                                                  std::uint32_t* indices, std::size_t indices_stride,
-                                                                 std::uint32_t* counts, Epilogue epilogue) {
+                                                                 std::uint32_t* counts, GroupFlags flags, Epilogue epilogue) {
   ::xgr::detail::allow_dependent_launch();  // a consumer launched overlapping this kernel waits for it itself
   extern __shared__ CandidateKey boundary[];  // boundary_capacity keys
   __shared__ FinalShared shared;
@@ -1576,7 +1628,16 @@ __global__ void __launch_bounds__(select_threads, 1) select_kernel(DeviceProblem
   for (int word = static_cast<int>(threadIdx.x); word < histogram_words; word += static_cast<int>(blockDim.x)) {
     shared.select.histogram[word] = 0;
   }
-  ::xgr::detail::wait_for_prior_grid();  // launched overlapping the kernel that wrote its input
+  if (!flags.on()) {
+    ::xgr::detail::wait_for_prior_grid();  // launched overlapping the kernel that wrote its input
+  } else if (threadIdx.x == 0) {
+    // Only this group's inputs: its bound (for a group of no tiles too), then its tiles. A filter
+    // block publishes its tiles as its last act, so once all of the group's are in, every write
+    // of the call to the group's buffers is done and visible. When every group's select has
+    // returned, every filter block has written all it writes, though some may not have exited.
+    ::xgr::detail::await_count(&flags.bound_ready[group], 1);
+    ::xgr::detail::await_count(&flags.tiles_filtered[group], (problem.group_end(group) - problem.group_begin(group)) * flags.tiles_per_row);
+  }
   __syncthreads();
 
   // The usual case needs the survivors' count, bound and maximum and then the keys: the first
@@ -1996,6 +2057,8 @@ struct EarlyExitScratch {
   CandidateKey* survivor_max;
   std::uint32_t* survivor_counts;
   CandidateKey* survivors;
+  std::uint32_t* bound_ready;     // GroupFlags, per group
+  std::uint32_t* tiles_filtered;  // GroupFlags, per group
 };
 
 template <class Arena>
@@ -2004,7 +2067,9 @@ EarlyExitScratch carve(Arena& arena, const TopKLimits& limits, EarlyExit) {
           arena.template take<CandidateKey>(limits.max_groups),
           arena.template take<CandidateKey>(limits.max_groups),
           arena.template take<std::uint32_t>(limits.max_groups),
-          arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits))};
+          arena.template take<CandidateKey>(limits.max_groups * survivor_capacity(limits)),
+          arena.template take<std::uint32_t>(limits.max_groups),
+          arena.template take<std::uint32_t>(limits.max_groups)};
 }
 
 template <class Arena>
@@ -2106,7 +2171,7 @@ DeviceProblem<T> device_problem(const TopKProblem<T>& problem) {
 template <class T, class Epilogue = NoEpilogue>
 void launch_select(const DeviceProblem<T>& problem, SelectSource source, const CandidateKey* bounds, const CandidateKey* survivor_max,
                    const std::uint32_t* survivor_counts, const CandidateKey* survivors, std::size_t capacity,
-                   const TopKResult& result, cudaStream_t stream, const Epilogue& epilogue = {}) {
+                   const TopKResult& result, cudaStream_t stream, const GroupFlags& flags = {}, const Epilogue& epilogue = {}) {
   constexpr std::size_t boundary_bytes = boundary_capacity * sizeof(CandidateKey);
   // Set on every launch, not once per process: without relocatable device code every translation
   // unit holds its own copy of select_kernel<T>, while a function-local static guard would be shared
@@ -2115,7 +2180,7 @@ void launch_select(const DeviceProblem<T>& problem, SelectSource source, const C
       cudaFuncSetAttribute(select_kernel<T, Epilogue>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(boundary_bytes)));
   ::xgr::detail::launch_overlapping(select_kernel<T, Epilogue>, problem.groups, select_threads, boundary_bytes, stream, problem, source, bounds,
                                     survivor_max, survivor_counts, survivors, capacity, result.values.data, result.values.row_stride,
-                                    result.indices.data, result.indices.row_stride, result.counts.data(), epilogue);
+                                    result.indices.data, result.indices.row_stride, result.counts.data(), flags, epilogue);
 }
 
 // The most candidate positions any group of this call can have (sizes the sample's grid).
@@ -2126,9 +2191,12 @@ template <class T>
   return problem.mask.kind == MaskKind::sparse ? std::min<std::uint64_t>(positions, problem.mask.columns.size()) : positions;
 }
 
+// Launches the sample and the bound. Returns `flags` where the one kernel of clusters takes them
+// and hands each group's bound on through them, else no flags (every later kernel waits for the
+// grid before it).
 template <class T>
-void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positions, const EarlyExitScratch& scratch,
-                      cudaStream_t stream, bool fuse) {
+GroupFlags sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positions, const EarlyExitScratch& scratch,
+                            cudaStream_t stream, bool fuse, const GroupFlags& flags) {
   const auto blocks_per_group = static_cast<std::uint32_t>(sample_slots(max_positions, problem.k) / sample_threads);
   const std::uint32_t kept_per_warp = sample_kept_per_warp(blocks_per_group, problem.k);
   // blocks x 8 warps x kept <= max(2 x 512, 2k + 512) for k <= 1024: within what the bound kernel holds.
@@ -2143,9 +2211,9 @@ void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positio
       ::xgr::detail::cluster_launch_supported()) {
     ::xgr::detail::launch_with(::xgr::detail::LaunchOptions{.cluster_blocks = blocks_per_group}, sample_bound_kernel<T>,
                                problem.groups * blocks_per_group, sample_threads, 0, stream, problem, blocks_per_group, kept_per_warp,
-                               scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
+                               scratch.bounds, scratch.survivor_max, scratch.survivor_counts, flags);
     XGR_CUDA_CHECK_LAUNCH();
-    return;
+    return flags;
   }
   sample_kernel<T><<<problem.groups * blocks_per_group, sample_threads, 0, stream>>>(problem, blocks_per_group, kept_per_warp,
                                                                                     scratch.sampled);
@@ -2162,12 +2230,32 @@ void sample_and_bound(const DeviceProblem<T>& problem, std::uint64_t max_positio
   ::xgr::detail::launch_overlapping(small_bound ? bound_kernel<small_bound_threads, T> : bound_kernel<bound_threads, T>, problem.groups,
                                     small_bound ? small_bound_threads : bound_threads, 0, stream, problem, blocks_per_group,
                                     scratch.sampled, sampled_per_group, scratch.bounds, scratch.survivor_max, scratch.survivor_counts);
+  return {};
 }
 
-// The filter and the select, launched overlapping the kernel that wrote the bounds.
+// Whether the dense or bitset filter of this call streams its tiles through shared memory
+// (filter_stream_kernel). It pays where its early ring hides the sample and the bound: fp32 rows
+// of at least a whole tile and no row score bounds (which would make the ring wait for the bound).
+// With shorter tiles (bf16 / fp16, short rows) and with rows skipped by their score bound,
+// short-lived blocks were faster.
+template <class T>
+[[nodiscard]] bool filter_streams(const DeviceProblem<T>& problem) {
+  if constexpr (sizeof(T) != 4) {
+    return false;
+  } else {
+    const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
+    return problem.mask != MaskKind::sparse && aligned && problem.vocab >= filter_tile && problem.vocab % 4 == 0 &&
+           problem.row_bounds == nullptr && ::xgr::detail::overlapping_launch_supported();
+  }
+}
+
+// The filter and the select, launched overlapping the kernel that wrote the bounds. `flags` (only
+// where the filter streams) hand the bounds and the survivors on group by group.
 template <class T, class Epilogue = NoEpilogue>
 void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitScratch& scratch, std::size_t capacity,
-                              const TopKResult& result, cudaStream_t stream, SparseRows sparse_rows, const Epilogue& epilogue = {}) {
+                              const TopKResult& result, cudaStream_t stream, SparseRows sparse_rows, const GroupFlags& flags,
+                              const Epilogue& epilogue = {}) {
+  bool streamed = false;
   if (problem.mask == MaskKind::sparse) {
     const auto launch = [&](auto kernel, std::uint32_t rows_per_block) {
       ::xgr::detail::launch_overlapping(kernel, (problem.rows + rows_per_block - 1) / rows_per_block, filter_threads, 0, stream, problem,
@@ -2182,14 +2270,8 @@ void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitSc
     const std::uint32_t tiles_per_row = (problem.vocab + filter_tile - 1) / filter_tile;
     const std::uint32_t tiles = problem.rows * tiles_per_row;
     const bool aligned = reinterpret_cast<std::uintptr_t>(problem.scores) % 16 == 0 && (problem.row_stride * sizeof(T)) % 16 == 0;
-    bool launched = false;
     if constexpr (sizeof(T) == 4) {
-      // The streamed filter pays where its early ring hides the sample and the bound: fp32 rows of
-      // at least a whole tile and no row score bounds (which would make the ring wait for the
-      // bound). With shorter tiles (bf16 / fp16, short rows) and with rows skipped by their score
-      // bound, short-lived blocks were faster.
-      if (aligned && problem.vocab >= filter_tile && problem.vocab % 4 == 0 && problem.row_bounds == nullptr &&
-          ::xgr::detail::overlapping_launch_supported()) {
+      if (filter_streams(problem)) {
         const int multiprocessors = ::xgr::detail::multiprocessor_count();
         constexpr std::size_t ring_bytes = stream_stages<T> * filter_tile * sizeof(T);
         // Set on every launch, like select_kernel's (see launch_select).
@@ -2202,21 +2284,24 @@ void launch_filter_and_select(const DeviceProblem<T>& problem, const EarlyExitSc
                                 problem.mask_row_words % 4 == 0 && problem.vocab % 128 == 0;
         ::xgr::detail::launch_overlapping(filter_stream_kernel<T>, blocks, filter_threads, ring_bytes, stream, problem, tiles_per_row,
                                           tiles, stage_mask, scratch.bounds, scratch.survivor_max, scratch.survivor_counts,
-                                          scratch.survivors, capacity);
-        launched = true;
+                                          scratch.survivors, capacity, flags);
+        streamed = true;
       }
     }
-    if (!launched && aligned) {
+    if (!streamed && aligned) {
       ::xgr::detail::launch_overlapping(filter_dense_kernel<16 / sizeof(T), T, filter_blocks_per_sm>, tiles, filter_threads, 0, stream,
                                         problem, tiles_per_row, scratch.bounds, scratch.survivor_max, scratch.survivor_counts,
                                         scratch.survivors, capacity);
-    } else if (!launched) {
+    } else if (!streamed) {
       ::xgr::detail::launch_overlapping(filter_dense_kernel<1, T>, tiles, filter_threads, 0, stream, problem, tiles_per_row, scratch.bounds,
                                         scratch.survivor_max, scratch.survivor_counts, scratch.survivors, capacity);
     }
   }
+  // Only the streamed filter publishes its tiles: a select waiting on flags behind any other
+  // filter would never start.
+  if (flags.on() && !streamed) throw Error(ErrorKind::internal, "masked_topk(cuda)", "group flags without the streamed filter");
   launch_select(problem, SelectSource::survivors, scratch.bounds, scratch.survivor_max, scratch.survivor_counts, scratch.survivors,
-                capacity, result, stream, epilogue);
+                capacity, result, stream, flags, epilogue);
 }
 
 // How a call's first kernel follows the work before it in the stream. `ordered` (every public
@@ -2237,6 +2322,10 @@ struct CallOptions {
   // Groups sampled by at most max_sample_cluster_blocks blocks: sample and bound in one kernel of
   // clusters (sample_bound_kernel), or in two kernels (false: the path of larger groups, for tests).
   bool fuse_sample_bound = true;
+  // The fused sample, the streamed filter and the select hand each group's bound and survivors on
+  // through flags in the workspace (GroupFlags), or wait for the whole kernel before them (false:
+  // for tests and measurement).
+  bool group_flags = true;
   // With the sparse mask: each allowed entry's score, the row's offset included, at the entry's
   // place in the CSR columns (exactly scores[row][column] + offset[row] as a float addition). The
   // fused kernel then reads a survivor's score next to its column instead of gathering it from the
@@ -2275,6 +2364,7 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
     XGR_CUDA_CHECK_LAUNCH();
     return;
   }
+  GroupFlags flags{};
   if (hints.data != nullptr) {
     // The caller's hints replace the sample and the bound kernels. An ordinary launch, like the
     // sample kernel's (see sample_and_bound).
@@ -2285,9 +2375,13 @@ void run_early_exit(const DeviceProblem<T>& problem, std::uint64_t max_positions
                                                                                          scratch.survivor_max, scratch.survivor_counts);
     XGR_CUDA_CHECK_LAUNCH();
   } else {
-    sample_and_bound(problem, max_positions, scratch, stream, options.fuse_sample_bound);
+    GroupFlags wanted{};
+    if (options.group_flags && filter_streams(problem)) {
+      wanted = GroupFlags{scratch.bound_ready, scratch.tiles_filtered, (problem.vocab + filter_tile - 1) / filter_tile};
+    }
+    flags = sample_and_bound(problem, max_positions, scratch, stream, options.fuse_sample_bound, wanted);
   }
-  launch_filter_and_select(problem, scratch, capacity, result, stream, options.sparse_rows, epilogue);
+  launch_filter_and_select(problem, scratch, capacity, result, stream, options.sparse_rows, flags, epilogue);
 }
 
 }  // namespace topk::cuda_detail
@@ -2343,7 +2437,7 @@ bool topk::cuda_detail::enqueue_masked_topk(exec::cuda exec, const TopKProblem<T
     return true;
   } else if constexpr (std::is_same_v<Policy, topk::NoEarlyExit>) {
     topk::cuda_detail::launch_select(device, topk::cuda_detail::SelectSource::input, nullptr, nullptr, nullptr, nullptr, 0, result,
-                                     stream, epilogue);
+                                     stream, {}, epilogue);
     return true;
   } else if constexpr (std::is_same_v<Policy, topk::FullSort>) {
     const std::size_t group_stride = topk::cuda_detail::group_candidates(limits);
