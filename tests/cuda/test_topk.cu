@@ -794,6 +794,10 @@ TEST_CASE("group flags: a call over a workspace full of garbage, and replayed fr
   xgr::DeviceWorkspace workspace(xgr::masked_topk_workspace_bytes(xgr::exec::cuda{}, limits));
   DeviceTopKInput<float> device(input);
   DeviceOutput output(spec.groups, spec.k);
+  const auto enqueue = [&](cudaStream_t on) {
+    xgr::topk::cuda_detail::enqueue_masked_topk<xgr::topk::EarlyExit>(xgr::exec::cuda{on}, device.problem, output.result(), limits,
+                                                                      workspace, {.group_flags = true});
+  };
   const auto check = [&](const char* what) {
     XGR_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
     std::string why;
@@ -802,12 +806,12 @@ TEST_CASE("group flags: a call over a workspace full of garbage, and replayed fr
   for (int call = 0; call < 3; ++call) {
     XGR_CUDA_CHECK(cudaMemsetAsync(workspace.data(), 0xff, workspace.capacity_bytes(), stream.get()));
     output.poison(stream.get());
-    xgr::masked_topk(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
+    enqueue(stream.get());
     check("over a workspace of 0xff bytes");
   }
   cudaGraph_t graph = nullptr;
   XGR_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-  xgr::masked_topk(xgr::exec::cuda{stream.get()}, device.problem, output.result(), limits, workspace);
+  enqueue(stream.get());
   XGR_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
   cudaGraphExec_t replay = nullptr;
   XGR_CUDA_CHECK(cudaGraphInstantiate(&replay, graph, 0));
