@@ -2323,9 +2323,9 @@ struct CallOptions {
   // clusters (sample_bound_kernel), or in two kernels (false: the path of larger groups, for tests).
   bool fuse_sample_bound = true;
   // The fused sample, the streamed filter and the select hand each group's bound and survivors on
-  // through flags in the workspace (GroupFlags), or wait for the whole kernel before them (false:
-  // for tests and measurement).
-  bool group_flags = true;
+  // through flags in the workspace (GroupFlags, true), or wait for the whole kernel before them.
+  // Off until it has been measured on a GPU (docs/benchmarks/topk.md, 2026-12-08).
+  bool group_flags = false;
   // With the sparse mask: each allowed entry's score, the row's offset included, at the entry's
   // place in the CSR columns (exactly scores[row][column] + offset[row] as a float addition). The
   // fused kernel then reads a survivor's score next to its column instead of gathering it from the
